@@ -1,0 +1,104 @@
+"""Builds the ASGI app. Nothing happens at import time: the database, the upstream pool, the
+models and the background tasks are created in the lifespan and closed there."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+
+from lumen.api import v1
+from lumen.api.errors import handle_http_exception, handle_lumen_error, handle_unexpected
+from lumen.api.proxy import Proxy
+from lumen.errors import LumenError
+from lumen.identity.bootstrap import BootstrapAuthenticator, load_or_create_bootstrap_key
+from lumen.ops import health
+from lumen.ops.request_id import RequestIdMiddleware
+from lumen.reload import watch_config
+from lumen.settings import Settings, environment
+from lumen.state import AppState
+from lumen.store.engine import create_engine
+from lumen.store.migrate import upgrade_database
+from lumen.upstream.health import run_health_checks
+from lumen.upstream.http import new_session
+from lumen.upstream.registry import Registry
+from lumen.usage.recorder import UsageRecorder
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    config_path: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Starlette:
+    """`config_path` turns on hot reload of that file; `overrides` are re-applied on each reload."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        state = await _start(settings, config_path, overrides or {})
+        app.state.lumen = state
+        tasks = [asyncio.create_task(run_health_checks(state.registry, lambda: state.settings.routing))]
+        if config_path is not None and settings.server.reload_interval > 0:
+            tasks.append(asyncio.create_task(watch_config(state)))
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await _stop(state)
+
+    return Starlette(
+        routes=[*v1.routes(), *health.routes()],
+        middleware=[Middleware(RequestIdMiddleware)],
+        exception_handlers={
+            LumenError: handle_lumen_error,
+            HTTPException: handle_http_exception,
+            Exception: handle_unexpected,
+        },
+        lifespan=lifespan,
+    )
+
+
+async def _start(settings: Settings, config_path: Path | None, overrides: Mapping[str, Any]) -> AppState:
+    data_dir = settings.server.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = settings.server.bootstrap_key
+    bootstrap_key = key.get_secret_value() if key else load_or_create_bootstrap_key(data_dir)
+    await upgrade_database(settings.database_url)
+    engine = create_engine(settings.database_url)
+    recorder = UsageRecorder(engine)
+    await recorder.start()
+    session = new_session()
+    registry = Registry(session, environment())
+    registry.apply(settings)
+    state = AppState(
+        settings=settings,
+        registry=registry,
+        proxy=Proxy(registry, lambda: state.settings, recorder),
+        authenticator=BootstrapAuthenticator(bootstrap_key),
+        recorder=recorder,
+        engine=engine,
+        session=session,
+        config_path=config_path,
+        overrides=overrides,
+    )
+    return state
+
+
+async def _stop(state: AppState) -> None:
+    await state.recorder.aclose()
+    backends = {id(e.backend): e.backend for e in state.registry.endpoints()}
+    for backend in backends.values():
+        await backend.aclose()
+    await state.session.close()
+    await state.engine.dispose()

@@ -1,0 +1,1 @@
+"""Prices, token estimates, coin pools, reservations and the ledger."""

@@ -1,0 +1,153 @@
+"""One exception hierarchy for everything Lumen refuses or fails at.
+
+    LumenError                      any error with an OpenAI envelope (status, type, code, param)
+    ├── InvalidRequest              400 invalid_request_error (bad JSON, wrong types, bad values)
+    ├── AuthenticationFailed        401 invalid_api_key
+    ├── PermissionDenied            403
+    ├── NotFound                    404 (unknown route)
+    │   └── ModelNotFound           404 model_not_found
+    ├── PayloadTooLarge             413
+    ├── RateLimited                 429 rate_limit_exceeded
+    ├── NoBackendAvailable          503 (no endpoint of the model can serve now)
+    └── UpstreamError               502 a backend failed
+        ├── UpstreamConnectError    502 could not connect / connection reset (retryable)
+        ├── UpstreamTimeout         504 connect, first-token or between-chunk timeout (retryable)
+        ├── UpstreamStatusError     the backend answered with an error status (5xx retryable)
+        └── UpstreamProtocolError   502 the backend's answer was not valid OpenAI wire format
+
+The mapping to HTTP responses lives in one place, `lumen.api.errors`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class LumenError(Exception):
+    status: int = 500
+    type: str = "server_error"
+    code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        self.headers = headers or {}
+
+    def envelope(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+class InvalidRequest(LumenError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class AuthenticationFailed(LumenError):
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class PermissionDenied(LumenError):
+    status = 403
+    type = "invalid_request_error"
+    code = "permission_denied"
+
+
+class NotFound(LumenError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"The model '{model}' does not exist", param="model")
+
+
+class MethodNotAllowed(LumenError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
+class PayloadTooLarge(LumenError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class RateLimited(LumenError):
+    status = 429
+    type = "rate_limit_exceeded"
+    code = "rate_limit_exceeded"
+
+
+class NoBackendAvailable(LumenError):
+    status = 503
+    type = "server_error"
+    code = "model_unavailable"
+
+
+class UpstreamError(LumenError):
+    """A backend failed. `retryable` errors before the first byte fail over to another endpoint."""
+
+    status = 502
+    type = "server_error"
+    code = "upstream_error"
+    retryable = False
+
+
+class UpstreamConnectError(UpstreamError):
+    code = "upstream_connection_error"
+    retryable = True
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "upstream_timeout"
+    retryable = True
+
+
+class UpstreamProtocolError(UpstreamError):
+    code = "upstream_protocol_error"
+
+
+class UpstreamStatusError(UpstreamError):
+    """The backend answered with a non-2xx status.
+
+    4xx answers are the caller's fault (context too long, bad parameter): they reach the client
+    with the backend's status and message. 5xx answers become 502 and may fail over.
+    """
+
+    def __init__(
+        self,
+        upstream_status: int,
+        message: str,
+        *,
+        error_type: str | None = None,
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message, param=param, code=code)
+        self.upstream_status = upstream_status
+        self.retryable = upstream_status >= 500 or upstream_status == 429
+        if 400 <= upstream_status < 500 and upstream_status != 429:
+            self.status = 400 if upstream_status == 422 else upstream_status
+            self.type = error_type or "invalid_request_error"
+        else:
+            self.status = 502
+            self.type = "server_error"
+            self.code = code or "upstream_error"

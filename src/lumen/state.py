@@ -1,0 +1,54 @@
+"""Everything a running Lumen holds, built in the app's lifespan and reached through the request."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.requests import Request
+
+from lumen.api.proxy import Proxy
+from lumen.identity.bootstrap import BootstrapAuthenticator
+from lumen.identity.principal import Principal
+from lumen.settings import Settings
+from lumen.upstream.registry import Registry
+from lumen.usage.recorder import UsageRecorder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class AppState:
+    settings: Settings
+    registry: Registry
+    proxy: Proxy
+    authenticator: BootstrapAuthenticator
+    recorder: UsageRecorder
+    engine: AsyncEngine
+    session: aiohttp.ClientSession
+    config_path: Path | None = None
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+    def authenticate(self, authorization: str | None) -> Principal:
+        return self.authenticator.authenticate(authorization)
+
+    async def apply(self, settings: Settings) -> None:
+        """Installs a reloaded config: models, endpoints, prices and routing change at once."""
+        if settings.server != self.settings.server:
+            log.warning("config reload: changes to `server` take effect only after a restart")
+            settings = settings.model_copy(update={"server": self.settings.server})
+        retired = self.registry.apply(settings)
+        self.settings = settings
+        for backend in retired:
+            await backend.aclose()
+        log.info("config reloaded: %d models", len(settings.models))
+
+
+def app_state(request: Request) -> AppState:
+    state: AppState = request.app.state.lumen
+    return state

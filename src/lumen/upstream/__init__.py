@@ -1,0 +1,1 @@
+"""Model backends: endpoints, balancing, health, the pooled HTTP client and local engines."""

@@ -1,0 +1,61 @@
+"""The contract every backend implements, in-process local models and HTTP upstreams alike.
+
+A backend receives the request body already prepared for it (the upstream model name set,
+`stream` set, `stream_options.include_usage` added where the endpoint supports it) and answers
+in the OpenAI wire format. The gateway never needs to know which kind of backend it talks to.
+
+Failure contract, which failover depends on:
+- `request()` and `open_stream()` raise `lumen.errors.UpstreamError` subclasses for anything
+  that goes wrong before the first byte of the answer; `retryable` ones fail over.
+- Iterating a `ChunkStream` raises `UpstreamError` for failures after the first chunk
+  (reset, malformed SSE, gap timeout). The gateway turns those into an SSE error event.
+- `ChunkStream.aclose()` must stop the work upstream (close the connection, stop generating).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+JSON = dict[str, Any]
+
+Operation = Literal["chat.completions", "completions", "embeddings"]
+
+
+@dataclass(frozen=True, slots=True)
+class CallOptions:
+    """Per-call limits, taken from the model's configuration."""
+
+    connect_timeout: float = 5.0
+    first_token_timeout: float = 120.0
+    between_chunks_timeout: float = 60.0
+    request_timeout: float = 600.0
+    request_id: str | None = None
+
+
+class ChunkStream(Protocol):
+    """An open streaming answer. Iterating yields the JSON payload of each SSE `data:` event,
+    as bytes, in order; the upstream's `[DONE]` terminator is not yielded."""
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Backend(Protocol):
+    """One place a model runs: an OpenAI-compatible server or an in-process engine."""
+
+    async def request(self, op: Operation, body: JSON, call: CallOptions) -> JSON:
+        """A non-streaming call; returns the parsed response body."""
+        ...
+
+    async def open_stream(self, op: Operation, body: JSON, call: CallOptions) -> ChunkStream:
+        """Starts a streaming call. Returns once the backend has accepted it."""
+        ...
+
+    async def probe(self) -> None:
+        """A health check that costs nothing (never a billed completion). Raises on failure."""
+        ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,1 @@
+"""In-process backends: the deterministic echo model, llama.cpp and MiniLM embeddings."""
