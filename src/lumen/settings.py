@@ -44,7 +44,7 @@ PositiveFloat = Annotated[float, Field(gt=0)]
 class _Strict(BaseModel):
     """Config sections reject unknown keys, so a typo is reported instead of silently ignored."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class ServerSettings(_Strict):

@@ -8,6 +8,7 @@ Modes:
     no_usage        answers and streams without any usage
     usage_inline    the usage arrives on the finish chunk instead of its own chunk
     slow            streams with `fake.chunk_delay` seconds between chunks
+    slow_start      sends the stream's headers, waits `fake.first_delay` seconds, then streams
     hang            accepts the request and never answers
     hang_stream     sends the stream's headers, then nothing
     reset           streams two chunks, then drops the connection
@@ -39,6 +40,7 @@ class FakeUpstream:
         self.mode = "ok"
         self.status = 500
         self.chunk_delay = 0.05
+        self.first_delay = 0.5
         self.words = list(WORDS)
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
@@ -191,6 +193,11 @@ class FakeUpstream:
             self.events.append("cancelled")
             return
         disconnected = asyncio.create_task(_wait_disconnect(receive))
+        if self.mode == "slow_start":
+            done, _ = await asyncio.wait({disconnected}, timeout=self.first_delay)
+            if done:
+                self.events.append("cancelled")
+                return
         try:
             for index, payload in enumerate(self._chunks(request, path)):
                 if disconnected.done():

@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from lumen.cli import main
+from tests.support import ECHO, model, write_config
+
+LUMEN = [sys.executable, "-m", "lumen"]
+
+
+def test_help_lists_every_command() -> None:
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    for command in ("serve", "check-config", "db"):
+        assert re.search(rf"^\s+{command}\s", result.output, re.MULTILINE), command
+    serve_help = CliRunner().invoke(main, ["serve", "--help"]).output
+    for option in ("--config", "--host", "--port", "--data-dir"):
+        assert option in serve_help
+
+
+def test_check_config(tmp_path: Path) -> None:
+    good = write_config(tmp_path / "good.yaml", {"models": [model("echo", ECHO)]})
+    bad = write_config(tmp_path / "bad.yaml", {"models": [{"name": "x", "endpoints": [{"type": "local"}]}]})
+    ok = CliRunner().invoke(main, ["check-config", str(good)])
+    assert ok.exit_code == 0 and "OK" in ok.output
+    failed = CliRunner().invoke(main, ["check-config", str(bad)])
+    assert failed.exit_code != 0
+    assert "models.0.endpoints.0" in failed.output and "engine" in failed.output
+
+
+def test_db_upgrade_creates_the_database(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["db", "upgrade", "--data-dir", str(tmp_path / "d")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "d" / "lumen.db").exists()
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+    config = write_config(tmp_path / "lumen.yaml", {"models": [model("echo", ECHO)]})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LUMEN_")}
+    process = subprocess.Popen(
+        [*LUMEN, "serve", "--config", str(config), "--port", "0", "--data-dir", str(tmp_path / "data")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )
+    lines: list[str] = []
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("    -d "):
+                break
+        yield process, lines
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def test_serve_prints_a_working_url_key_and_curl_command(
+    served: tuple[subprocess.Popen[str], list[str]], tmp_path: Path
+) -> None:
+    process, lines = served
+    banner = "".join(lines)
+    url = re.search(r"running at (http://\S+)", banner)
+    key = re.search(r"API key:\s+(sk_\S+)", banner)
+    assert url and key, banner
+    assert (tmp_path / "data" / "bootstrap-key").read_text().strip() == key.group(1)
+    assert oct((tmp_path / "data" / "bootstrap-key").stat().st_mode & 0o777) == "0o600"
+    command = banner[banner.index("curl "):].replace("\\\n", " ")
+    result = subprocess.run(shlex.split(command) + ["-s", "--retry", "5", "--retry-connrefused"],
+                            capture_output=True, text=True, timeout=30)
+    answer = orjson.loads(result.stdout)
+    assert answer["choices"][0]["message"]["content"] == "Hello!"
+    assert answer["model"] == "echo"
+    process.send_signal(signal.SIGTERM)
+    # uvicorn shuts down gracefully, then re-raises the signal it caught: -SIGTERM is a clean exit.
+    assert process.wait(timeout=20) in (0, -signal.SIGTERM)
+    assert process.stdout is not None
+    rest = process.stdout.read()
+    assert "Traceback" not in rest and "\"level\":\"error\"" not in rest, rest
+    assert "Application shutdown complete" in rest
+
+
+def test_serve_reports_a_bad_config_and_exits(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models: [{name: x, endpoints: [{url: nope}]}]")
+    result = subprocess.run([*LUMEN, "serve", "--config", str(bad)], capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "models.0.endpoints.0" in result.stderr and "http://" in result.stderr
