@@ -50,6 +50,7 @@ class LumenError(Exception):
 class InvalidRequest(LumenError):
     status = 400
     type = "invalid_request_error"
+    code = "invalid_value"
 
 
 class AuthenticationFailed(LumenError):

@@ -70,7 +70,7 @@ class Proxy:
             raise ModelNotFound(name)
         if model.settings.kind != KIND_OF_OPERATION[op]:
             raise InvalidRequest(
-                f"The model '{name}' is an {model.settings.kind} model and cannot serve {op}.",
+                f"The model '{name}' is a {model.settings.kind} model and cannot serve {op}.",
                 param="model",
                 code="model_not_supported",
             )
