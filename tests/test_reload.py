@@ -32,9 +32,13 @@ def test_edits_apply_live_and_bad_edits_are_rejected(tmp_path: Path, fake: FakeU
         assert set(_models(lumen)) == {"echo"}
         echo_backend = lumen.state.registry.get("echo").endpoints[0].backend  # type: ignore[union-attr]
 
-        second = {"server": {"reload_interval": 0.05},
-                  "models": [model("echo", ECHO, price={"input": 3, "output": 4}),
-                             model("remote", upstream(fake.url))]}
+        second = {
+            "server": {"reload_interval": 0.05},
+            "models": [
+                model("echo", ECHO, price={"input": 3, "output": 4}),
+                model("remote", upstream(fake.url)),
+            ],
+        }
         write_config(lumen.config_path, second)  # type: ignore[arg-type]
         assert _wait_for(lambda: "remote" in _models(lumen))
         assert _models(lumen)["echo"]["pricing"]["input"] == 3
@@ -47,9 +51,15 @@ def test_edits_apply_live_and_bad_edits_are_rejected(tmp_path: Path, fake: FakeU
         assert _wait_for(lambda: "config reload rejected" in caplog.text)
         assert set(_models(lumen)) == {"echo", "remote"}
 
-        write_config(lumen.config_path, {"server": {"reload_interval": 0.05},  # type: ignore[arg-type]
-                                         "models": [model("remote", upstream(fake.url))]})
+        write_config(
+            lumen.config_path,
+            {
+                "server": {"reload_interval": 0.05},  # type: ignore[arg-type]
+                "models": [model("remote", upstream(fake.url))],
+            },
+        )
         assert _wait_for(lambda: set(_models(lumen)) == {"remote"})
-        response = httpx.post(lumen.v1 + "/chat/completions", headers=lumen.auth,
-                              json={**chat, "model": "echo"})
+        response = httpx.post(
+            lumen.v1 + "/chat/completions", headers=lumen.auth, json={**chat, "model": "echo"}
+        )
         assert response.status_code == 404

@@ -32,7 +32,10 @@ def test_embedded_default_has_the_local_models() -> None:
     ("config", "fragment"),
     [
         ({"models": [{**GOOD_MODEL, "pricee": {}}]}, "models.0.pricee: unknown key"),
-        ({"models": [{"name": "m", "endpoints": [{"type": "openai"}]}]}, "models.0.endpoints.0: an `openai` endpoint needs `url`"),
+        (
+            {"models": [{"name": "m", "endpoints": [{"type": "openai"}]}]},
+            "models.0.endpoints.0: an `openai` endpoint needs `url`",
+        ),
         ({"models": [{"name": "m", "endpoints": [{"url": "ftp://x"}]}]}, "must start with http"),
         ({"models": [{"name": "m", "endpoints": []}]}, "models.0.endpoints"),
         ({"models": [{"name": "m", "endpoints": [{"type": "local"}]}]}, "needs `engine`"),

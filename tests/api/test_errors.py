@@ -103,7 +103,9 @@ def test_stream_refusals_are_real_statuses(echo_lumen: RunningLumen) -> None:
 def test_wrong_kind_of_model_is_400(tmp_path: Path) -> None:
     config = {"models": [model("chat", ECHO), model("embed", ECHO, kind="embeddings")]}
     with running_lumen(tmp_path, config) as lumen:
-        response = httpx.post(lumen.v1 + "/embeddings", headers=lumen.auth, json={"model": "chat", "input": "x"})
+        response = httpx.post(
+            lumen.v1 + "/embeddings", headers=lumen.auth, json={"model": "chat", "input": "x"}
+        )
         _assert_envelope(response, 400, "model_not_supported")
         _assert_envelope(_chat(lumen, json={**GOOD, "model": "embed"}), 400, "model_not_supported")
 

@@ -12,7 +12,11 @@ from tests.support import RunningLumen, running_lumen, upstream
 
 
 def _lumen(tmp_path: Path, fake: FakeUpstream, **endpoint: Any) -> Any:
-    config = {"models": [{"name": "org/model-a", "endpoints": [upstream(fake.url, upstream_model="up-a", **endpoint)]}]}
+    config = {
+        "models": [
+            {"name": "org/model-a", "endpoints": [upstream(fake.url, upstream_model="up-a", **endpoint)]}
+        ]
+    }
     return running_lumen(tmp_path, config)
 
 
@@ -21,12 +25,23 @@ RICH_BODY: dict[str, Any] = {
     "messages": [
         {"role": "developer", "content": "Be brief."},
         {"role": "system", "content": [{"type": "text", "text": "You help."}]},
-        {"role": "user", "content": [
-            {"type": "text", "text": "What is in this image?"},
-            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "low"}},
-        ]},
-        {"role": "assistant", "content": None,
-         "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What is in this image?"},
+                {
+                    "type": "image_url",
+                    "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "low"},
+                },
+            ],
+        },
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+            ],
+        },
         {"role": "tool", "tool_call_id": "call_1", "content": "42"},
     ],
     "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
@@ -57,7 +72,11 @@ def test_streaming_adds_only_the_usage_request(tmp_path: Path, fake: FakeUpstrea
     body = {**RICH_BODY, "stream": True, "stream_options": {"include_obfuscation": False}}
     with _lumen(tmp_path, fake) as lumen:
         httpx.post(lumen.v1 + "/chat/completions", headers=lumen.auth, json=body)
-    expected = {**body, "model": "up-a", "stream_options": {"include_obfuscation": False, "include_usage": True}}
+    expected = {
+        **body,
+        "model": "up-a",
+        "stream_options": {"include_obfuscation": False, "include_usage": True},
+    }
     assert fake.requests[-1] == expected
 
 
@@ -72,7 +91,12 @@ def test_client_headers_stay_home_and_the_endpoint_key_and_request_id_go_up(
     tmp_path: Path, fake: FakeUpstream
 ) -> None:
     with _lumen(tmp_path, fake, api_key="upstream-secret") as lumen:
-        headers = {**lumen.auth, "X-Stainless-Lang": "python", "OpenAI-Organization": "org-1", "Cookie": "a=b"}
+        headers = {
+            **lumen.auth,
+            "X-Stainless-Lang": "python",
+            "OpenAI-Organization": "org-1",
+            "Cookie": "a=b",
+        }
         response = httpx.post(lumen.v1 + "/chat/completions", headers=headers, json=RICH_BODY)
     sent = fake.headers[-1]
     assert sent["authorization"] == "Bearer upstream-secret"
@@ -101,10 +125,16 @@ def test_model_ids_with_slashes(echo_lumen: RunningLumen) -> None:
 
 def test_legacy_completions_through_an_upstream(tmp_path: Path, fake: FakeUpstream) -> None:
     with _lumen(tmp_path, fake) as lumen:
-        legacy = httpx.post(lumen.v1 + "/completions", headers=lumen.auth,
-                            json={"model": "org/model-a", "prompt": "Once", "suffix": "end", "echo": False})
-        streamed = httpx.post(lumen.v1 + "/completions", headers=lumen.auth,
-                              json={"model": "org/model-a", "prompt": "Once", "stream": True})
+        legacy = httpx.post(
+            lumen.v1 + "/completions",
+            headers=lumen.auth,
+            json={"model": "org/model-a", "prompt": "Once", "suffix": "end", "echo": False},
+        )
+        streamed = httpx.post(
+            lumen.v1 + "/completions",
+            headers=lumen.auth,
+            json={"model": "org/model-a", "prompt": "Once", "stream": True},
+        )
     assert legacy.status_code == 200 and legacy.json()["object"] == "text_completion"
     assert legacy.json()["model"] == "org/model-a"
     assert fake.requests[0]["suffix"] == "end"

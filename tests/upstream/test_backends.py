@@ -65,7 +65,9 @@ def test_connection_refused_fails_over(tmp_path: Path, fake: FakeUpstream) -> No
         assert len(fake.requests) == 2
 
 
-def test_every_endpoint_failing_gives_502_with_the_upstream_message(tmp_path: Path, fake: FakeUpstream) -> None:
+def test_every_endpoint_failing_gives_502_with_the_upstream_message(
+    tmp_path: Path, fake: FakeUpstream
+) -> None:
     fake.mode, fake.status = "status", 503
     with running_lumen(tmp_path, _config(upstream(fake.url))) as lumen:
         response = _post(lumen, CHAT)
@@ -111,8 +113,10 @@ def test_first_token_timeout_fails_over_before_the_first_byte(
         # The first request goes to whichever endpoint the balancer picks; make sure `fake`
         # (the hanging one) is hit by sending two concurrent-free requests.
         bodies = [_post(lumen, {**CHAT, "stream": True}).text for _ in range(2)]
-    texts = ["".join(c["choices"][0]["delta"].get("content", "") for c in _events(b)[:-1] if c["choices"])
-             for b in bodies]
+    texts = [
+        "".join(c["choices"][0]["delta"].get("content", "") for c in _events(b)[:-1] if c["choices"])
+        for b in bodies
+    ]
     assert texts == ["rescued", "rescued"]
     assert fake.wait_for_event("cancelled")
 
@@ -168,8 +172,13 @@ def test_client_disconnect_cancels_the_upstream_and_bills_what_was_generated(
     fake.words = [f" w{i}" for i in range(50)]
     with running_lumen(tmp_path, _config(upstream(fake.url))) as lumen:
         received = 0
-        with httpx.stream("POST", lumen.v1 + "/chat/completions", headers=lumen.auth,
-                          json={**CHAT, "stream": True}, timeout=20) as response:
+        with httpx.stream(
+            "POST",
+            lumen.v1 + "/chat/completions",
+            headers=lumen.auth,
+            json={**CHAT, "stream": True},
+            timeout=20,
+        ) as response:
             for line in response.iter_lines():
                 if line.startswith("data: ") and '"content":" w' in line:
                     received += 1
@@ -236,7 +245,9 @@ def test_usage_always_asked_upstream_and_given_only_when_requested(
     fake.mode = mode
     with running_lumen(tmp_path, _config(upstream(fake.url, upstream_model="up"))) as lumen:
         plain = _events(_post(lumen, {**CHAT, "stream": True}).text)
-        asked = _events(_post(lumen, {**CHAT, "stream": True, "stream_options": {"include_usage": True}}).text)
+        asked = _events(
+            _post(lumen, {**CHAT, "stream": True, "stream_options": {"include_usage": True}}).text
+        )
         unary = _post(lumen, CHAT).json()
     assert all(r["stream_options"]["include_usage"] is True for r in fake.requests[:2])
     assert "stream_options" not in fake.requests[2]
