@@ -203,7 +203,7 @@ async def test_fast_stream_needs_no_waiting(echo: EchoBackend) -> None:
 
 
 async def test_completions_echo_the_prompt(echo: EchoBackend) -> None:
-    body = {"model": "echo-model", "prompt": ["def f(x):", "ignored"], "max_tokens": 5}
+    body = {"model": "echo-model", "prompt": ["def f(x):"], "max_tokens": 5}
     response = await echo.request("completions", body, CALL)
     assert response["object"] == "text_completion"
     assert response["id"].startswith("cmpl-echo-")
@@ -211,6 +211,13 @@ async def test_completions_echo_the_prompt(echo: EchoBackend) -> None:
         {"index": 0, "text": "def f(x):", "logprobs": None, "finish_reason": "stop"}
     ]
     assert response["usage"] == {"prompt_tokens": 2, "completion_tokens": 2, "total_tokens": 4}
+
+
+async def test_a_batch_of_prompts_is_refused_not_answered_in_part(echo: EchoBackend) -> None:
+    body = {"model": "m", "prompt": ["first", "second"]}
+    with pytest.raises(InvalidRequest) as info:
+        await echo.request("completions", body, CALL)
+    assert info.value.param == "prompt"
 
 
 async def test_completions_stream(echo: EchoBackend) -> None:

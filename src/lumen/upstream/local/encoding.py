@@ -88,9 +88,17 @@ def chat_messages(body: JSON) -> list[JSON]:
 
 
 def completion_prompt(body: JSON) -> str | list[int]:
-    """The legacy `prompt`: a string, token ids, or the first of a list of either."""
+    """The legacy `prompt`: a string, token ids, or a list holding one of either.
+
+    The local engines answer one prompt per request; a batch of several is refused rather than
+    answered in part."""
     prompt = body.get("prompt")
     if isinstance(prompt, list) and prompt and not all(_is_int(t) for t in prompt):
+        if len(prompt) > 1:
+            raise InvalidRequest(
+                "This model takes one prompt per request; send the prompts as separate requests.",
+                param="prompt",
+            )
         prompt = prompt[0]
     if isinstance(prompt, str):
         return prompt
