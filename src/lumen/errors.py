@@ -126,6 +126,11 @@ class UpstreamProtocolError(UpstreamError):
     code = "upstream_protocol_error"
 
 
+class EngineUnavailable(UpstreamError):
+    status = 503
+    code = "model_unavailable"
+
+
 class UpstreamStatusError(UpstreamError):
     """The backend answered with a non-2xx status.
 

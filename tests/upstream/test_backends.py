@@ -262,3 +262,23 @@ def test_usage_always_asked_upstream_and_given_only_when_requested(
     for event in [*plain[:-1], *asked[:-1]]:
         assert event["model"] == "m" and event["object"] == "chat.completion.chunk"
     assert unary["model"] == "m"
+
+
+def test_a_local_engine_without_its_model_is_unavailable_with_the_reason(tmp_path: Path) -> None:
+    missing = tmp_path / "absent.gguf"
+    config = {
+        "routing": {"health_interval": 30},
+        "models": [
+            {
+                "name": "local",
+                "endpoints": [{"type": "local", "engine": "llama_cpp", "model_path": str(missing)}],
+            }
+        ],
+    }
+    with running_lumen(tmp_path, config) as lumen:
+        for body in (CHAT, {**CHAT, "stream": True}):
+            response = _post(lumen, {**body, "model": "local"})
+            assert response.status_code == 503, response.text
+            error = response.json()["error"]
+            assert error["code"] == "model_unavailable"
+            assert "model file not found" in error["message"] and str(missing) in error["message"]

@@ -184,8 +184,12 @@ class Proxy:
         now = time.monotonic()
         wait = min((e.down_until - now for e in model.endpoints), default=1.0)
         retry_after = max(1, int(wait + 0.999))
+        # A local engine's reason (say, its package is not installed) is safe and useful to show;
+        # a remote endpoint's would reveal internal addresses.
+        reasons = {e.last_error for e in model.endpoints if e.settings.type == "local" and e.last_error}
+        detail = f" ({'; '.join(sorted(reasons))})" if reasons else ""
         return NoBackendAvailable(
-            f"The model '{model.name}' is currently unavailable: none of its backends can serve. "
+            f"The model '{model.name}' is currently unavailable: none of its backends can serve{detail}. "
             f"Try again in {retry_after} s.",
             param="model",
             headers={"retry-after": str(retry_after)},

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from lumen.errors import InvalidRequest, UpstreamError
+from lumen.errors import EngineUnavailable, InvalidRequest, UpstreamError
 from lumen.upstream.base import CallOptions
 from lumen.upstream.local.llama import LlamaCppBackend, LlamaStream
 
@@ -273,7 +273,7 @@ async def test_probe_fails_without_the_model_file() -> None:
 async def test_missing_llama_cpp_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "llama_cpp", None)  # makes `import llama_cpp` fail
     backend = LlamaCppBackend("/nonexistent/model.gguf")
-    with pytest.raises(RuntimeError, match=r"pip install -e '\.\[local\]'"):
+    with pytest.raises(EngineUnavailable, match=r"pip install -e '\.\[local\]'"):
         await backend.start()
     await backend.aclose()
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from lumen.errors import InvalidRequest, LumenError, UpstreamError, UpstreamTimeout
+from lumen.errors import EngineUnavailable, InvalidRequest, LumenError, UpstreamError, UpstreamTimeout
 from lumen.upstream.base import JSON, CallOptions, Operation
 from lumen.upstream.local import encoding as wire
 
@@ -44,7 +44,7 @@ def bundled_model_path() -> str:
     __init__ imports `llm`)."""
     spec = importlib.util.find_spec(BUNDLED_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(f"the bundled SmolLM2 model is not installed: {INSTALL_HINT}")
+        raise EngineUnavailable(f"the bundled SmolLM2 model is not installed: {INSTALL_HINT}")
     return os.path.join(list(spec.submodule_search_locations)[0], BUNDLED_GGUF)
 
 
@@ -52,7 +52,7 @@ def _import_llama_cpp() -> Any:
     try:
         import llama_cpp
     except ImportError as exc:
-        raise RuntimeError(f"llama-cpp-python is not installed: {INSTALL_HINT}") from exc
+        raise EngineUnavailable(f"llama-cpp-python is not installed: {INSTALL_HINT}") from exc
     return llama_cpp
 
 
@@ -147,13 +147,10 @@ class LlamaCppBackend:
 
     async def probe(self) -> None:
         if importlib.util.find_spec("llama_cpp") is None:
-            raise UpstreamError(f"llama-cpp-python is not installed: {INSTALL_HINT}")
-        try:
-            path = self.model_path
-        except RuntimeError as exc:
-            raise UpstreamError(str(exc)) from exc
+            raise EngineUnavailable(f"llama-cpp-python is not installed: {INSTALL_HINT}")
+        path = self.model_path
         if not os.path.isfile(path):
-            raise UpstreamError(f"model file not found: {path}")
+            raise EngineUnavailable(f"model file not found: {path}")
 
     async def aclose(self) -> None:
         self._closed = True
@@ -204,7 +201,7 @@ class LlamaCppBackend:
         llama_cpp = _import_llama_cpp()
         path = self.model_path
         if not os.path.isfile(path):
-            raise RuntimeError(f"model file not found: {path}")
+            raise EngineUnavailable(f"model file not found: {path}")
         threads = self._threads
         llm = llama_cpp.Llama(
             path, n_ctx=self._context, n_threads=threads, n_threads_batch=threads, verbose=False

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lumen.errors import InvalidRequest, UpstreamError
+from lumen.errors import EngineUnavailable, InvalidRequest
 from lumen.upstream.base import JSON, CallOptions, ChunkStream, Operation
 from lumen.upstream.local import encoding as wire
 
@@ -39,7 +39,7 @@ def model_dir() -> Path:
     """The model folder of the wheel; find_spec does not run the package's __init__."""
     spec = importlib.util.find_spec(PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(f"the MiniLM embedding model is not installed: {INSTALL_HINT}")
+        raise EngineUnavailable(f"the MiniLM embedding model is not installed: {INSTALL_HINT}")
     return Path(spec.submodule_search_locations[0]) / "model"
 
 
@@ -72,13 +72,10 @@ class MiniLMBackend:
         raise InvalidRequest("embeddings cannot be streamed", param="stream")
 
     async def probe(self) -> None:
-        try:
-            folder = model_dir()
-        except RuntimeError as exc:
-            raise UpstreamError(str(exc)) from exc
+        folder = model_dir()
         for name in ("model.safetensors", "tokenizer.json", "config.json"):
             if not (folder / name).is_file():
-                raise UpstreamError(f"MiniLM model file missing: {folder / name}")
+                raise EngineUnavailable(f"MiniLM model file missing: {folder / name}")
 
     async def aclose(self) -> None:
         if self._executor is not None:
@@ -128,7 +125,7 @@ def _import_numpy() -> Any:
         import safetensors.numpy
         import tokenizers
     except ImportError as exc:
-        raise RuntimeError(
+        raise EngineUnavailable(
             f"MiniLM embeddings need numpy, tokenizers and safetensors: {INSTALL_HINT}"
         ) from exc
     return numpy, safetensors.numpy, tokenizers
