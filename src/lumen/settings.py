@@ -28,6 +28,8 @@ from pydantic import (
     model_validator,
 )
 
+from lumen.store.engine import default_sqlite_url
+
 ENV_PREFIX = "LUMEN_"
 ENV_SHORTCUTS = {
     "LUMEN_HOST": ("server", "host"),
@@ -214,7 +216,7 @@ class Settings(_Strict):
     def database_url(self) -> str:
         if self.server.database_url:
             return self.server.database_url
-        return f"sqlite+aiosqlite:///{self.server.data_dir.resolve() / 'lumen.db'}"
+        return default_sqlite_url(self.server.data_dir.resolve())
 
     @property
     def public_url(self) -> str:

@@ -1,0 +1,1 @@
+"""Storage: the engine (SQLite or PostgreSQL), the tables and their migrations."""

@@ -1,0 +1,120 @@
+"""The database schema, as SQLAlchemy 2 declarative tables.
+
+This module describes the schema at head; the migrations in `lumen.store.migrations` create it,
+and a test checks that the two agree on SQLite and PostgreSQL. Change both together: add a
+migration for every change here, never edit a released one.
+
+Later tables (users, projects, coin pools, the ledger) join this metadata through new migrations;
+the ledger can reference ``usage_records.id`` (a request charge is one ledger row per usage record).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Dialect,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    false,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+# Deterministic constraint names: migrations (and SQLite batch table rebuilds) need to name the
+# constraints they drop or alter, on every backend alike.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite only aliases the rowid (and so autoincrements) for a column declared exactly INTEGER.
+BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend.
+
+    PostgreSQL stores ``timestamptz``. SQLite has no time zones, so the value is stored as naive
+    UTC text (which sorts correctly) and the UTC zone is put back when read. Naive datetimes are
+    refused: a naive value is a bug that would silently shift times by the server's offset.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value!r}: Lumen stores timezone-aware UTC datetimes")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, datetime):
+            raise TypeError(f"expected a datetime from the database, got {type(value).__name__}")
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UsageRecordRow(Base):
+    """One served (or refused-after-start) request: who, which model, how many tokens, what cost.
+
+    Append-only, written in batches by `lumen.usage.recorder.UsageRecorder`. Strings have no
+    length limit and there are no CHECK constraints on purpose: a value the database refuses would
+    make a whole batch fail; validation belongs to the code that builds the record.
+    """
+
+    __tablename__ = "usage_records"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Who made the request: "bootstrap" for now; later "user:<id>" / "project:<id>".
+    principal: Mapped[str] = mapped_column(String)
+    key_id: Mapped[str | None] = mapped_column(String)
+    model: Mapped[str] = mapped_column(String)
+    # Which backend endpoint served the request (None when refused before one was chosen).
+    endpoint: Mapped[str | None] = mapped_column(String)
+    source: Mapped[str] = mapped_column(String)  # "api" or "chat"
+    operation: Mapped[str] = mapped_column(String)  # "chat.completions", "completions", "embeddings"
+    prompt_tokens: Mapped[int] = mapped_column(Integer)
+    completion_tokens: Mapped[int] = mapped_column(Integer)
+    # True when the upstream sent no usage and the tokens were counted locally.
+    estimated: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # Integer micro-coins (1 coin = 1,000,000), never a float.
+    cost_micro: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    latency_ms: Mapped[float] = mapped_column(Float)
+    ttft_ms: Mapped[float | None] = mapped_column(Float)
+    status: Mapped[int] = mapped_column(Integer)  # the HTTP status Lumen answered with
+    finish_reason: Mapped[str | None] = mapped_column(String)
+    error_code: Mapped[str | None] = mapped_column(String)
+
+    __table_args__ = (
+        # Per-user usage pages and budget audits: one principal's rows in time order.
+        Index("ix_usage_records_principal_created_at", "principal", "created_at"),
+        # Per-model statistics over a time window.
+        Index("ix_usage_records_model_created_at", "model", "created_at"),
+        # System-wide "recent usage" and time-window aggregates.
+        Index("ix_usage_records_created_at", "created_at"),
+    )
+
+
+usage_records: Table = Base.metadata.tables["usage_records"]

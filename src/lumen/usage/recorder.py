@@ -1,0 +1,308 @@
+"""The write-behind usage recorder: the hot path hands over a record, a background task writes.
+
+`UsageRecorder.record` appends to an in-memory buffer and returns: no await, no database. A
+background task writes the buffer in batches, one multi-row INSERT and one transaction per batch
+(a group commit), every ``flush_interval`` seconds or as soon as ``batch_size`` records wait.
+
+Guarantees:
+
+- Graceful shutdown loses nothing: `aclose` writes every record recorded before it returns (it
+  retries for up to ``close_timeout`` seconds if the database is failing; what is still unwritten
+  then is logged and counted as dropped).
+- A failing database loses nothing while it is down for less than the buffer takes to fill: a
+  failed batch goes back to the front of the buffer and is retried with exponential backoff.
+  The buffer is bounded by ``max_queue``; when it is full the *oldest* record is dropped and
+  counted (memory stays bounded at ``max_queue`` records plus the one batch in flight).
+- A record the database refuses as data (a constraint or value error) is not retried forever:
+  its batch is retried row by row, and only the refused rows are dropped, logged and counted as
+  ``rejected``, so one bad record never blocks the others.
+- Crash (SIGKILL, power loss) loses at most what was not yet committed: the records of the last
+  ``flush_interval`` (at most ``batch_size`` of them, since a full batch is flushed at once) plus
+  the one batch in flight, or everything buffered if the database was already failing.
+- Delivery is at-least-once: if a commit succeeds but its acknowledgement is lost (the connection
+  drops at that instant), the batch is written again on retry.
+
+Counters for metrics (plain ints, monotonic): ``queued`` (records accepted by `record`),
+``written``, ``dropped`` (buffer overflow, or recorded after close, or unwritten at close),
+``rejected`` (refused by the database as data) and ``flush_failures`` (failed write attempts).
+At rest ``queued == written + dropped + rejected + pending``.
+
+`record` must be called from the event loop thread the recorder runs on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import insert
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from lumen.store.tables import usage_records
+
+log = logging.getLogger(__name__)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UsageRecord:
+    """What one request consumed; the columns of ``usage_records`` without the id."""
+
+    request_id: str
+    created_at: datetime = field(default_factory=_utcnow)
+    principal: str
+    key_id: str | None = None
+    model: str
+    endpoint: str | None = None
+    source: str  # "api" or "chat"
+    operation: str  # "chat.completions", "completions" or "embeddings"
+    prompt_tokens: int
+    completion_tokens: int
+    estimated: bool = False
+    cost_micro: int = 0
+    latency_ms: float
+    ttft_ms: float | None = None
+    status: int
+    finish_reason: str | None = None
+    error_code: str | None = None
+
+    def __post_init__(self) -> None:
+        # Refuse here, with the caller on the stack, rather than at flush time in the background.
+        if self.created_at.tzinfo is None or self.created_at.utcoffset() is None:
+            raise ValueError("UsageRecord.created_at must be timezone-aware (UTC)")
+
+
+_COLUMNS = tuple(f.name for f in fields(UsageRecord))
+
+
+def _row(rec: UsageRecord) -> dict[str, Any]:
+    return {name: getattr(rec, name) for name in _COLUMNS}
+
+
+def _is_data_error(exc: BaseException) -> bool:
+    """True when the values were refused (retrying cannot help), not when the database is unavailable."""
+    if isinstance(exc, IntegrityError | DataError):
+        return True
+    if isinstance(exc, ValueError | TypeError | ArithmeticError):
+        return True  # raised unwrapped by a driver encoding a value (sqlite3: int too large)
+    if not isinstance(exc, StatementError):
+        return False
+    if not isinstance(exc, DBAPIError):
+        return True  # failed while binding parameters, before the database was reached
+    # SQLSTATE class 22 (data exception) or 23 (integrity violation), which some drivers report
+    # as a generic DBAPI error; or the driver refused a value client-side (asyncpg: ValueError).
+    sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
+    cause = exc.orig.__cause__ if exc.orig is not None else None
+    return sqlstate[:2] in ("22", "23") or isinstance(cause, ValueError | TypeError | ArithmeticError)
+
+
+class UsageRecorder:
+    """Buffers `UsageRecord`s and writes them in batches behind the hot path.
+
+    Lifecycle: construct, ``await start()`` in the app's startup, ``record()`` per request,
+    ``await aclose()`` at shutdown (before disposing the engine).
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        batch_size: int = 500,
+        flush_interval: float = 0.5,
+        max_queue: int = 100_000,
+        retry_initial: float = 0.1,
+        retry_max: float = 10.0,
+        close_timeout: float = 30.0,
+    ) -> None:
+        if batch_size < 1 or max_queue < batch_size:
+            raise ValueError("need 1 <= batch_size <= max_queue")
+        if flush_interval <= 0 or retry_initial <= 0 or retry_max < retry_initial or close_timeout < 0:
+            raise ValueError("flush_interval and retry_initial must be > 0, retry_max >= retry_initial")
+        self._engine = engine
+        self._batch_size = batch_size
+        self._flush_interval = flush_interval
+        self._max_queue = max_queue
+        self._retry_initial = retry_initial
+        self._retry_max = retry_max
+        self._close_timeout = close_timeout
+
+        self.queued = 0
+        self.written = 0
+        self.dropped = 0
+        self.rejected = 0
+        self.flush_failures = 0
+
+        self._buffer: deque[UsageRecord] = deque()
+        self._inflight = 0
+        self._consecutive_failures = 0
+        self._wakeup = asyncio.Event()  # a full batch is waiting, or we are closing
+        self._stop = asyncio.Event()  # closing: cut any backoff short
+        self._lock = asyncio.Lock()  # one writer at a time: the background task, flush() or aclose()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._closed = False
+
+    @property
+    def pending(self) -> int:
+        """Records accepted but not yet written (buffered plus the batch in flight)."""
+        return len(self._buffer) + self._inflight
+
+    def record(self, rec: UsageRecord) -> None:
+        """Accept one record for writing. O(1); never awaits, never touches the database."""
+        self.queued += 1
+        if self._closed:
+            self.dropped += 1
+            log.warning("usage record %s arrived after the recorder closed; dropped", rec.request_id)
+            return
+        if len(self._buffer) >= self._max_queue:
+            self._buffer.popleft()
+            self.dropped += 1
+        self._buffer.append(rec)
+        if len(self._buffer) >= self._batch_size:
+            self._wakeup.set()
+
+    async def start(self) -> None:
+        """Launch the background flush task (idempotent)."""
+        if self._closing:
+            raise RuntimeError("UsageRecorder is closed")
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="lumen-usage-recorder")
+
+    async def flush(self) -> None:
+        """Write everything buffered now. Raises if a write fails; the records are kept for a retry."""
+        async with self._lock:
+            while self._buffer:
+                await self._write_next_batch()
+
+    async def aclose(self) -> None:
+        """Write everything recorded so far, then stop. Safe to call twice."""
+        if self._closed:
+            return
+        self._closing = True
+        self._stop.set()
+        self._wakeup.set()
+        try:
+            async with asyncio.timeout(self._close_timeout):
+                await self._stop_task()  # lets a flush in progress finish
+                await self._flush_with_retries()
+        except TimeoutError:
+            pass
+        finally:
+            self._closed = True
+            lost = len(self._buffer)
+            if lost:
+                self._buffer.clear()
+                self.dropped += lost
+                log.error("usage recorder closed with the database failing: %d usage records lost", lost)
+
+    async def _stop_task(self) -> None:
+        task = self._task
+        if task is None or task.done():
+            return
+        try:
+            await task
+        except asyncio.CancelledError:
+            # Someone else cancelled the task: its batch went back to the buffer, and the final
+            # flush writes it. If *we* are being cancelled (the close timeout), go on cancelling.
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+
+    async def _run(self) -> None:
+        while not self._closing:
+            if len(self._buffer) < self._batch_size:
+                try:
+                    async with asyncio.timeout(self._flush_interval):
+                        await self._wakeup.wait()
+                except TimeoutError:
+                    pass
+            self._wakeup.clear()
+            if self._closing:
+                return  # aclose() takes over the final flush
+            if self._buffer:
+                try:
+                    await self.flush()
+                except Exception:  # noqa: BLE001 - counted and logged in _write_next_batch
+                    await self._backoff()
+
+    async def _flush_with_retries(self) -> None:
+        while True:
+            try:
+                await self.flush()
+                return
+            except Exception:  # noqa: BLE001 - counted and logged in _write_next_batch
+                await asyncio.sleep(self._next_delay())
+
+    async def _backoff(self) -> None:
+        try:
+            async with asyncio.timeout(self._next_delay()):
+                await self._stop.wait()
+        except TimeoutError:
+            pass
+
+    def _next_delay(self) -> float:
+        exponent = min(self._consecutive_failures - 1, 30)
+        return float(min(self._retry_max, self._retry_initial * 2 ** max(exponent, 0)))
+
+    async def _write_next_batch(self) -> None:
+        """Write up to batch_size records from the front of the buffer; on failure put back the unwritten."""
+        n = min(len(self._buffer), self._batch_size)
+        batch = deque(self._buffer.popleft() for _ in range(n))
+        self._inflight = n
+        try:
+            try:
+                await self._insert(batch)
+                self.written += n
+                batch.clear()
+            except Exception as exc:
+                if not _is_data_error(exc):
+                    raise
+                await self._insert_one_by_one(batch)
+            self._consecutive_failures = 0
+        except Exception:
+            self.flush_failures += 1
+            self._consecutive_failures += 1
+            log.warning("usage flush failed; %d records kept for retry", len(batch), exc_info=True)
+            raise
+        finally:
+            self._inflight = 0
+            self._requeue(batch)  # whatever is left in `batch` was not written (also on cancellation)
+
+    async def _insert(self, records: deque[UsageRecord]) -> None:
+        # One statement for the whole batch (SQLAlchemy sends it as multi-row INSERTs) in one
+        # transaction: one commit, one fsync, for up to batch_size requests.
+        async with self._engine.begin() as conn:
+            await conn.execute(insert(usage_records), [_row(r) for r in records])
+
+    async def _insert_one_by_one(self, batch: deque[UsageRecord]) -> None:
+        # Rare path: the batch held a record the database refuses. Pops each record once it is
+        # written or rejected, so on an unrelated failure `batch` holds exactly the unwritten ones.
+        while batch:
+            rec = batch[0]
+            try:
+                await self._insert(deque((rec,)))
+            except Exception as exc:
+                if not _is_data_error(exc):
+                    raise
+                self.rejected += 1
+                log.error("usage record refused by the database, dropped: %r", rec, exc_info=True)
+            else:
+                self.written += 1
+            batch.popleft()
+
+    def _requeue(self, batch: deque[UsageRecord]) -> None:
+        if not batch:
+            return
+        self._buffer.extendleft(reversed(batch))
+        overflow = len(self._buffer) - self._max_queue
+        for _ in range(max(overflow, 0)):
+            self._buffer.popleft()  # the oldest go first, as in record()
+        self.dropped += max(overflow, 0)
