@@ -68,7 +68,7 @@ def running_lumen(
         config = {**config, "server": {**config.get("server", {}), "reload_interval": 0.05 if reload else 0}}
         config_path = write_config(tmp_path / "lumen.yaml", config)
     settings: Settings = load_settings(config_path, environ={}, overrides=overrides)
-    sock = socket.socket()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # see lumen.cli._bind
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     app = create_app(settings, config_path=config_path if reload else None, overrides=overrides)

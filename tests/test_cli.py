@@ -109,3 +109,17 @@ def test_serve_reports_a_bad_config_and_exits(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert "models.0.endpoints.0" in result.stderr and "http://" in result.stderr
+
+
+def test_listening_socket_declares_tcp_so_responses_are_not_delayed() -> None:
+    """asyncio sets TCP_NODELAY on accepted connections only for sockets whose protocol is
+    IPPROTO_TCP; without it each response's body waits for the client's delayed ACK."""
+    import socket
+
+    from lumen.cli import _bind
+
+    sock = _bind("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()

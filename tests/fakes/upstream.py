@@ -57,7 +57,7 @@ class FakeUpstream:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> FakeUpstream:
-        sock = socket.socket()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(self, log_level="warning", lifespan="off", http="h11", loop="asyncio")
