@@ -125,6 +125,9 @@ def test_reset_mid_stream_ends_with_an_error_event(tmp_path: Path, fake: FakeUps
     fake.mode = "reset"
     with running_lumen(tmp_path, _config(upstream(fake.url))) as lumen:
         response = _post(lumen, {**CHAT, "stream": True})
+        endpoint = lumen.state.registry.endpoints()[0]
+        assert endpoint.consecutive_failures == 1  # a broken connection counts against the endpoint
+        assert endpoint.in_flight == 0
     assert response.status_code == 200  # the stream had started: the error is in-band
     events = _events(response.text)
     assert events[-1] == "[DONE]"

@@ -223,13 +223,15 @@ class Proxy:
 
     def _close_stream(self, call: Call, endpoint: Endpoint, outcome: StreamOutcome) -> None:
         endpoint.in_flight -= 1
-        if (
-            outcome.error is None
-            or not isinstance(outcome.error, UpstreamError)
-            or not outcome.error.retryable
-        ):
-            if outcome.first_chunk_at is not None:
-                endpoint.record_success()
+        error = outcome.error
+        if isinstance(error, UpstreamError) and error.retryable:
+            # A connection that broke or went silent mid-stream counts against the endpoint.
+            routing = self._settings().routing
+            endpoint.record_failure(
+                error.message, backoff=routing.failure_backoff, max_backoff=routing.max_backoff
+            )
+        elif outcome.first_chunk_at is not None:
+            endpoint.record_success()
         usage = outcome.usage or estimated_usage(call.prompt_estimate, outcome.completion_estimate())
         status = 499 if outcome.cancelled else (outcome.error.status if outcome.error else 200)
         reasons = [r for r in outcome.finish_reasons.values() if r]
