@@ -14,10 +14,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     DateTime,
     Dialect,
     Float,
+    ForeignKey,
     Index,
     Integer,
     MetaData,
@@ -118,3 +120,68 @@ class UsageRecordRow(Base):
 
 
 usage_records: Table = Base.metadata.tables["usage_records"]
+
+
+class UserRow(Base):
+    """A person. Created at first login or by an admin; the email is the identity."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    email: Mapped[str] = mapped_column(String, unique=True)  # stored lower-cased
+    name: Mapped[str] = mapped_column(String, default="", server_default="")
+    is_admin: Mapped[bool] = mapped_column(default=False, server_default=false())
+    disabled: Mapped[bool] = mapped_column(default=False, server_default=false())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The identity provider's claims at the last login, for group rules.
+    claims: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class ProjectRow(Base):
+    """A service account: requests made with its keys are paid by the project."""
+
+    __tablename__ = "projects"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String, unique=True)
+    description: Mapped[str] = mapped_column(String, default="", server_default="")
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    disabled: Mapped[bool] = mapped_column(default=False, server_default=false())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ProjectManagerRow(Base):
+    __tablename__ = "project_managers"
+
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+
+
+class ApiKeyRow(Base):
+    """An API key. Only a keyed hash of the secret is stored; revoked keys stay, marked, so their
+    usage history keeps its key."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String, primary_key=True)  # "key_<hex>", shown in usage
+    owner_kind: Mapped[str] = mapped_column(String)  # "user" or "project"
+    owner_id: Mapped[int] = mapped_column(BigInteger)
+    name: Mapped[str] = mapped_column(String, default="", server_default="")
+    secret_hash: Mapped[str] = mapped_column(String, unique=True)  # HMAC-SHA256 hex
+    hint: Mapped[str] = mapped_column(String)  # e.g. "sk_Ab…xyz"
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    models: Mapped[list[str] | None] = mapped_column(JSON)  # allow-list; None = every model
+    coin_cap_micro: Mapped[int | None] = mapped_column(BigInteger)
+    created_by: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_api_keys_owner", "owner_kind", "owner_id"),)
+
+
+users: Table = Base.metadata.tables["users"]
+projects: Table = Base.metadata.tables["projects"]
+project_managers: Table = Base.metadata.tables["project_managers"]
+api_keys: Table = Base.metadata.tables["api_keys"]
