@@ -43,13 +43,13 @@ ENV_SHORTCUTS = {
 PositiveFloat = Annotated[float, Field(gt=0)]
 
 
-class _Strict(BaseModel):
+class ConfigSection(BaseModel):
     """Config sections reject unknown keys, so a typo is reported instead of silently ignored."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
-class ServerSettings(_Strict):
+class ServerSettings(ConfigSection):
     host: str = "127.0.0.1"
     """Address to listen on."""
     port: int = Field(default=8000, ge=0, le=65535)
@@ -70,7 +70,7 @@ class ServerSettings(_Strict):
     """Seconds between checks of the config file for changes (0 turns hot reload off)."""
 
 
-class RoutingSettings(_Strict):
+class RoutingSettings(ConfigSection):
     max_attempts: int = Field(default=3, ge=1, le=10)
     """Endpoints tried per request when one fails to connect or answers 5xx before the first byte."""
     health_interval: float = Field(default=15.0, ge=0)
@@ -83,14 +83,14 @@ class RoutingSettings(_Strict):
     """Seconds between SSE keep-alive comments while a stream waits for its first token."""
 
 
-class LocalSettings(_Strict):
+class LocalSettings(ConfigSection):
     threads: int = Field(default=1, ge=1)
     """CPU threads per local model. One is fastest on small, busy machines."""
     context: int = Field(default=2048, ge=256)
     """Context window of the built-in chat model."""
 
 
-class Price(_Strict):
+class Price(ConfigSection):
     input: float = Field(default=0.0, ge=0)
     """Coins per million input tokens."""
     output: float = Field(default=0.0, ge=0)
@@ -99,7 +99,7 @@ class Price(_Strict):
     """Coins per hour of input audio."""
 
 
-class Capabilities(_Strict):
+class Capabilities(ConfigSection):
     context_window: int | None = Field(default=None, gt=0)
     """Tokens of context the model accepts."""
     max_output_tokens: int | None = Field(default=None, gt=0)
@@ -112,7 +112,7 @@ class Capabilities(_Strict):
     """Whether the model produces reasoning."""
 
 
-class Timeouts(_Strict):
+class Timeouts(ConfigSection):
     connect: PositiveFloat = 5.0
     """Seconds to open a connection to an endpoint."""
     first_token: PositiveFloat = 120.0
@@ -123,7 +123,7 @@ class Timeouts(_Strict):
     """Longest a non-streaming request may take."""
 
 
-class EndpointSettings(_Strict):
+class EndpointSettings(ConfigSection):
     type: Literal["openai", "local"] = "openai"
     """`openai`: any OpenAI-compatible server (vLLM, Ollama, llama.cpp, OpenAI); `local`: in-process."""
     url: str | None = None
@@ -168,7 +168,7 @@ class EndpointSettings(_Strict):
         return f"local:{self.engine}" if self.type == "local" else str(self.url)
 
 
-class ModelSettings(_Strict):
+class ModelSettings(ConfigSection):
     name: str = Field(min_length=1, max_length=256)
     """The name clients send as `model`."""
     description: str = ""
@@ -196,7 +196,7 @@ class ModelSettings(_Strict):
         return name
 
 
-class Settings(_Strict):
+class Settings(ConfigSection):
     server: ServerSettings = ServerSettings()
     routing: RoutingSettings = RoutingSettings()
     local: LocalSettings = LocalSettings()
