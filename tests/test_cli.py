@@ -80,8 +80,10 @@ def test_serve_prints_a_working_url_key_and_curl_command(
     url = re.search(r"running at (http://\S+)", banner)
     key = re.search(r"API key:\s+(sk_\S+)", banner)
     assert url and key, banner
-    assert (tmp_path / "data" / "bootstrap-key").read_text().strip() == key.group(1)
-    assert oct((tmp_path / "data" / "bootstrap-key").stat().st_mode & 0o777) == "0o600"
+    # The first start created an administrator and this key for them; only a hash is stored.
+    assert "Administrator: admin@localhost" in banner
+    assert key.group(1) not in (tmp_path / "data" / "lumen.db").read_bytes().decode("latin-1")
+    assert oct((tmp_path / "data" / "secret-key").stat().st_mode & 0o777) == "0o600"
     command = banner[banner.index("curl ") :].replace("\\\n", " ")
     result = subprocess.run(
         shlex.split(command) + ["-s", "--retry", "5", "--retry-connrefused"],
@@ -116,7 +118,7 @@ def test_listening_socket_declares_tcp_so_responses_are_not_delayed() -> None:
     IPPROTO_TCP; without it each response's body waits for the client's delayed ACK."""
     import socket
 
-    from lumen.cli import _bind
+    from lumen.cli.serve import _bind
 
     sock = _bind("127.0.0.1", 0)
     try:

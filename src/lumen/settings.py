@@ -19,8 +19,6 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -28,6 +26,8 @@ from pydantic import (
     model_validator,
 )
 
+from lumen.config_base import ConfigSection
+from lumen.identity.groups import GroupSettings
 from lumen.store.engine import default_sqlite_url
 
 ENV_PREFIX = "LUMEN_"
@@ -37,16 +37,11 @@ ENV_SHORTCUTS = {
     "LUMEN_DATA_DIR": ("server", "data_dir"),
     "LUMEN_DATABASE_URL": ("server", "database_url"),
     "LUMEN_BOOTSTRAP_KEY": ("server", "bootstrap_key"),
+    "LUMEN_SECRET_KEY": ("server", "secret_key"),
     "LUMEN_LOG_LEVEL": ("server", "log_level"),
 }
 
 PositiveFloat = Annotated[float, Field(gt=0)]
-
-
-class ConfigSection(BaseModel):
-    """Config sections reject unknown keys, so a typo is reported instead of silently ignored."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class ServerSettings(ConfigSection):
@@ -63,7 +58,13 @@ class ServerSettings(ConfigSection):
     max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     """Largest request body accepted; larger ones get 413."""
     bootstrap_key: SecretStr | None = None
-    """An API key accepted before real keys exist; generated into the data directory if unset."""
+    """An API key (`sk_...`) to register for the first admin at start, e.g. for automated set-ups."""
+    secret_key: SecretStr | None = None
+    """The secret that keys API-key hashes; generated into the data directory if unset. Every
+    process of one instance needs the same one."""
+    auth_cache_seconds: float = Field(default=1.0, ge=0, le=60)
+    """How long a process trusts its cached view of a key; revocations reach every process
+    within this time."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Log verbosity."""
     reload_interval: float = Field(default=1.0, ge=0)
@@ -202,6 +203,10 @@ class Settings(ConfigSection):
     local: LocalSettings = LocalSettings()
     models: list[ModelSettings] = Field(default_factory=list)
     """The models Lumen serves."""
+    admins: list[str] = Field(default_factory=list)
+    """Emails of administrators. The first one is created at the first start."""
+    groups: list[GroupSettings] = Field(default_factory=list)
+    """Groups of users and projects, by explicit membership or identity-provider claims."""
 
     @model_validator(mode="after")
     def _unique_model_names(self) -> Settings:

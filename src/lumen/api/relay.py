@@ -23,7 +23,7 @@ import orjson
 
 from lumen.billing.estimate import text_tokens
 from lumen.errors import LumenError, UpstreamError, UpstreamProtocolError
-from lumen.upstream.base import ChunkStream
+from lumen.upstream.base import ChunkStream, batches_of
 from lumen.upstream.endpoint import Endpoint
 
 DONE = b"data: [DONE]\n\n"
@@ -85,7 +85,7 @@ class StreamRelay:
         self._model_name = model_name
         self._include_usage = include_usage
         self._prompt_estimate = prompt_estimate
-        self._first: bytes | None = None
+        self._first: list[bytes] | None = None
         self._keepalive = keepalive_interval
         self._reopen = reopen
         self._on_close = on_close
@@ -128,9 +128,9 @@ class StreamRelay:
         yield DONE
 
     async def _relay(self) -> AsyncIterator[bytes]:
-        iterator, first = None, None
-        while iterator is None:
-            candidate = aiter(self._stream)
+        batches, first = None, None
+        while batches is None:
+            candidate = batches_of(self._stream)
             try:
                 async for keepalive in self._await_first(candidate):
                     yield keepalive
@@ -143,21 +143,38 @@ class StreamRelay:
                 self.endpoint, self._stream = replacement
                 self._rewriter = ModelNameRewriter(self.endpoint.upstream_model, self._model_name)
                 continue
-            iterator = candidate
+            batches = candidate
         if first is None:
             return
         self.outcome.first_chunk_at = time.perf_counter()
-        out = self._process(first)
-        if out is not None:
+        out, error = self._process_batch(first)
+        if out:
             yield out
-        async for payload in iterator:
-            out = self._process(payload)
-            if out is not None:
+        if error is not None:
+            raise error
+        async for batch in batches:
+            out, error = self._process_batch(batch)
+            if out:
                 yield out
+            if error is not None:
+                raise error
 
-    async def _await_first(self, iterator: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        """Waits for the first chunk, sending keep-alive comments meanwhile; sets `_first`."""
-        task: asyncio.Future[bytes] = asyncio.ensure_future(anext(iterator))
+    def _process_batch(self, batch: list[bytes]) -> tuple[bytes, LumenError | None]:
+        """The client's bytes for events that arrived together (one write instead of one each),
+        and the error an event raised: the events before it are still delivered."""
+        outputs: list[bytes] = []
+        for payload in batch:
+            try:
+                out = self._process(payload)
+            except LumenError as exc:
+                return b"".join(outputs), exc
+            if out is not None:
+                outputs.append(out)
+        return (outputs[0] if len(outputs) == 1 else b"".join(outputs)), None
+
+    async def _await_first(self, batches: AsyncIterator[list[bytes]]) -> AsyncIterator[bytes]:
+        """Waits for the first events, sending keep-alive comments meanwhile; sets `_first`."""
+        task: asyncio.Future[list[bytes]] = asyncio.ensure_future(anext(batches))
         try:
             while True:
                 done, _ = await asyncio.wait({task}, timeout=self._keepalive)

@@ -54,7 +54,7 @@ class _Incoming:
 async def _incoming(request: Request) -> _Incoming:
     started = time.perf_counter()
     state = app_state(request)
-    principal = state.authenticate(request.headers.get("authorization"))
+    principal = await state.authenticate(request.headers.get("authorization"))
     body = await read_json_object(request, state.settings.server.max_body_bytes)
     return _Incoming(state, principal, body, started, request.state.request_id)
 
@@ -94,13 +94,13 @@ async def embeddings(request: Request) -> Response:
 
 async def list_models(request: Request) -> Response:
     state = app_state(request)
-    state.authenticate(request.headers.get("authorization"))
+    await state.authenticate(request.headers.get("authorization"))
     return _json({"object": "list", "data": [model_card(m.settings) for m in state.registry.models()]})
 
 
 async def get_model(request: Request) -> Response:
     state = app_state(request)
-    state.authenticate(request.headers.get("authorization"))
+    await state.authenticate(request.headers.get("authorization"))
     # Newer SDKs send `org/name` as `org%2Fname`; servers may or may not decode it first.
     name = unquote(request.path_params["model_id"])
     model = state.registry.get(name)

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
     id: str
-    """Stable id of the user or project that pays for the request."""
+    """Who pays: `user:<id>` or `project:<id>`."""
     kind: str
-    """`user`, `project` or `bootstrap`."""
+    """`user` or `project`."""
     key_id: str | None = None
     """Which API key was used, when one was."""
+    name: str = ""
+    """The user's email or the project's name."""
+    groups: tuple[str, ...] = ()
+    """The config groups the user or project is in."""
+    is_admin: bool = False
+    models: frozenset[str] | None = field(default=None)
+    """The key's model allow-list; None allows every model policy allows."""
+    coin_cap_micro: int | None = None
+    """The key's own coin cap, if any."""

@@ -43,6 +43,18 @@ class ChunkStream(Protocol):
     async def aclose(self) -> None: ...
 
 
+async def batches_of(stream: ChunkStream) -> AsyncIterator[list[bytes]]:
+    """The stream's payloads grouped by arrival: a stream that can tell which events came in one
+    network read (`batches()`) lets the relay write them to the client in one write."""
+    batches = getattr(stream, "batches", None)
+    if batches is not None:
+        async for batch in batches():
+            yield batch
+        return
+    async for payload in stream:
+        yield [payload]
+
+
 class Backend(Protocol):
     """One place a model runs: an OpenAI-compatible server or an in-process engine."""
 

@@ -130,9 +130,15 @@ class HTTPChunkStream:
         self._base = base
 
     def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._events()
+        return self._payloads()
 
-    async def _events(self) -> AsyncIterator[bytes]:
+    async def _payloads(self) -> AsyncIterator[bytes]:
+        async for batch in self.batches():
+            for payload in batch:
+                yield payload
+
+    async def batches(self) -> AsyncIterator[list[bytes]]:
+        """The payloads of the events that arrived in each network read."""
         decoder = SSEDecoder()
         content = self._response.content
         wait = self._call.first_token_timeout
@@ -149,11 +155,16 @@ class HTTPChunkStream:
                     raise _translate(exc, self._base) from exc
                 if not data:
                     break
-                for payload in decoder.feed(data):
-                    if payload == b"[DONE]":
-                        return
-                    yield payload
-                    wait = self._call.between_chunks_timeout
+                payloads = decoder.feed(data)
+                if not payloads:
+                    continue
+                wait = self._call.between_chunks_timeout
+                if b"[DONE]" in payloads:
+                    done_at = payloads.index(b"[DONE]")
+                    if done_at:
+                        yield payloads[:done_at]
+                    return
+                yield payloads
         finally:
             self._response.close()
         # A stream that ends without `[DONE]` is judged by the relay: complete if every choice

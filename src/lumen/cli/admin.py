@@ -1,0 +1,198 @@
+"""`lumen users`, `lumen projects`, `lumen keys`: administering an instance from its host.
+
+They work on the instance's database directly, so they need the same `--config` / `--data-dir`
+as `lumen serve`. Running servers see key revocations and disabled accounts within
+`server.auth_cache_seconds`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from lumen.cli.common import config_option, data_dir_option, echo_table, load, secret_of, with_database
+from lumen.identity import store
+
+
+@click.group()
+def users() -> None:
+    """People who use Lumen."""
+
+
+@users.command("create")
+@click.argument("email")
+@click.option("--name", default="", help="Display name.")
+@click.option("--admin", is_flag=True, help="Make the user an administrator.")
+@config_option
+@data_dir_option
+def users_create(email: str, name: str, admin: bool, config: Path | None, data_dir: Path | None) -> None:
+    """Create a user."""
+    settings = load(config, **{"server.data_dir": data_dir})
+
+    async def work(engine: AsyncEngine) -> store.User:
+        return await store.create_user(engine=engine, email=email, name=name, is_admin=admin)
+
+    user = with_database(settings, work)
+    click.echo(f"created user {user.email} (id {user.id}{', administrator' if user.is_admin else ''})")
+
+
+@users.command("disable")
+@click.argument("email")
+@click.option("--enable", is_flag=True, help="Enable the user again instead.")
+@config_option
+@data_dir_option
+def users_disable(email: str, enable: bool, config: Path | None, data_dir: Path | None) -> None:
+    """Disable (or re-enable) a user: their keys stop working."""
+    settings = load(config, **{"server.data_dir": data_dir})
+
+    async def work(engine: AsyncEngine) -> store.User:
+        user = await store.find_user(engine=engine, email=email)
+        return await store.set_user_flags(engine=engine, user_id=user.id, disabled=not enable)
+
+    user = with_database(settings, work)
+    click.echo(f"{user.email} is {'disabled' if user.disabled else 'enabled'}")
+
+
+@click.group()
+def projects() -> None:
+    """Projects: service accounts with an owner and managers."""
+
+
+@projects.command("create")
+@click.argument("name")
+@click.option("--owner", required=True, help="Email of the owning user.")
+@click.option("--description", default="")
+@config_option
+@data_dir_option
+def projects_create(
+    name: str, owner: str, description: str, config: Path | None, data_dir: Path | None
+) -> None:
+    """Create a project owned (and managed) by a user."""
+    settings = load(config, **{"server.data_dir": data_dir})
+
+    async def work(engine: AsyncEngine) -> store.Project:
+        user = await store.find_user(engine=engine, email=owner)
+        return await store.create_project(engine=engine, name=name, owner_id=user.id, description=description)
+
+    project = with_database(settings, work)
+    click.echo(f"created project {project.name} (id {project.id}, owner {owner})")
+
+
+@click.group()
+def keys() -> None:
+    """API keys."""
+
+
+@keys.command("create")
+@click.option("--user", "user_email", help="Create the key for this user (email).")
+@click.option("--project", "project_name", help="Create the key for this project (name).")
+@click.option("--name", default="", help="A name to recognise the key by.")
+@click.option(
+    "--expires",
+    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
+    help="Expiry date (UTC), e.g. 2027-06-30.",
+)
+@click.option("--models", help="Comma-separated models the key may use (default: all the owner may use).")
+@config_option
+@data_dir_option
+def keys_create(
+    user_email: str | None,
+    project_name: str | None,
+    name: str,
+    expires: datetime | None,
+    models: str | None,
+    config: Path | None,
+    data_dir: Path | None,
+) -> None:
+    """Create an API key. The key is printed alone on the last line, once."""
+    if (user_email is None) == (project_name is None):
+        raise click.UsageError("give exactly one of --user or --project")
+    settings = load(config, **{"server.data_dir": data_dir})
+    secret = secret_of(settings)
+    model_list = [m.strip() for m in models.split(",") if m.strip()] if models else None
+
+    async def work(engine: AsyncEngine) -> tuple[store.ApiKey, str]:
+        if user_email is not None:
+            kind, owner_id = "user", (await store.find_user(engine=engine, email=user_email)).id
+        else:
+            assert project_name is not None
+            kind, owner_id = "project", (await store.find_project(engine=engine, name=project_name)).id
+        return await store.create_key(
+            engine=engine,
+            secret=secret,
+            owner_kind=kind,
+            owner_id=owner_id,
+            name=name,
+            expires_at=expires.replace(tzinfo=UTC) if expires else None,
+            models=model_list,
+        )
+
+    key, plain = with_database(settings, work)
+    click.echo(
+        f"created key {key.id} ({key.hint}) for {user_email or project_name}; it is shown only now:", err=True
+    )
+    click.echo(plain)
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@config_option
+@data_dir_option
+def keys_revoke(key_id: str, config: Path | None, data_dir: Path | None) -> None:
+    """Revoke a key by its id (key_...). Its usage history is kept."""
+    settings = load(config, **{"server.data_dir": data_dir})
+
+    async def work(engine: AsyncEngine) -> store.ApiKey:
+        return await store.revoke_key(engine=engine, key_id=key_id)
+
+    key = with_database(settings, work)
+    click.echo(f"revoked {key.id} ({key.hint})")
+
+
+@keys.command("list")
+@click.option("--user", "user_email")
+@click.option("--project", "project_name")
+@config_option
+@data_dir_option
+def keys_list(
+    user_email: str | None, project_name: str | None, config: Path | None, data_dir: Path | None
+) -> None:
+    """List a user's or a project's keys."""
+    if (user_email is None) == (project_name is None):
+        raise click.UsageError("give exactly one of --user or --project")
+    settings = load(config, **{"server.data_dir": data_dir})
+
+    async def work(engine: AsyncEngine) -> list[store.ApiKey]:
+        if user_email is not None:
+            return await store.list_keys(
+                engine=engine,
+                owner_kind="user",
+                owner_id=(await store.find_user(engine=engine, email=user_email)).id,
+            )
+        assert project_name is not None
+        project = await store.find_project(engine=engine, name=project_name)
+        return await store.list_keys(engine=engine, owner_kind="project", owner_id=project.id)
+
+    def when(value: datetime | None) -> str:
+        return value.strftime("%Y-%m-%d %H:%M") if value else "-"
+
+    echo_table(
+        [
+            {
+                "id": k.id,
+                "name": k.name,
+                "hint": k.hint,
+                "created": when(k.created_at),
+                "last used": when(k.last_used_at),
+                "expires": when(k.expires_at),
+                "revoked": when(k.revoked_at),
+            }
+            for k in with_database(settings, work)
+        ]
+    )
+
+
+COMMANDS = [users, projects, keys]

@@ -1,0 +1,116 @@
+"""API-key authentication on the hot path.
+
+A key is hashed (HMAC with the server secret) and looked up in a cache; the database is read
+only on a miss and when an entry is older than `ttl` (default one second). That bound is what
+makes revocation, expiry and disabling a user or project take effect within one second in every
+Lumen process, whatever process made the change. The same process also drops entries at once
+when it makes such a change (`invalidate`).
+
+`last_used_at` is kept in memory and written in batches by `flush_last_used`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from lumen.errors import AuthenticationFailed, PermissionDenied
+from lumen.identity import keys as key_material
+from lumen.identity.groups import GroupSettings, project_groups, user_groups
+from lumen.identity.principal import Principal
+from lumen.identity.store import KeyOwner, key_owner_by_hash, touch_keys
+
+UNKNOWN = "Incorrect API key provided. You can create an API key under Profile → API Keys."
+NEGATIVE_CACHE_LIMIT = 10_000
+
+
+class AccountDisabled(PermissionDenied):
+    code = "account_disabled"
+
+
+class KeyAuthenticator:
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        secret: bytes,
+        groups: Callable[[], Sequence[GroupSettings]],
+        admins: Callable[[], Sequence[str]],
+        ttl: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._engine = engine
+        self._secret = secret
+        self._groups = groups
+        self._admins = admins
+        self._ttl = ttl
+        self._clock = clock
+        self._cache: dict[str, tuple[float, KeyOwner | None]] = {}
+        self._last_used: dict[str, datetime] = {}
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        token = bearer_token(authorization)
+        if not key_material.looks_like_a_key(token):
+            raise AuthenticationFailed(UNKNOWN)
+        digest = key_material.key_hash(self._secret, token)
+        now = self._clock()
+        cached = self._cache.get(digest)
+        if cached is None or now - cached[0] > self._ttl:
+            owner = await key_owner_by_hash(engine=self._engine, secret_hash=digest)
+            if owner is None and len(self._cache) >= NEGATIVE_CACHE_LIMIT:
+                self._cache.clear()  # bounded: a flood of random keys cannot grow memory
+            self._cache[digest] = (now, owner)
+        else:
+            owner = cached[1]
+        principal = self._check(owner)
+        self._last_used[principal.key_id or ""] = datetime.now(UTC)
+        return principal
+
+    def _check(self, owner: KeyOwner | None) -> Principal:
+        if owner is None or owner.key.revoked_at is not None:
+            raise AuthenticationFailed(UNKNOWN)
+        key = owner.key
+        if key.expires_at is not None and key.expires_at <= datetime.now(UTC):
+            raise AuthenticationFailed("This API key has expired. Create a new one under Profile → API Keys.")
+        if owner.disabled:
+            what = "user account" if key.owner_kind == "user" else f"project '{owner.name}'"
+            raise AccountDisabled(f"This {what} is disabled. Ask your Lumen administrator.")
+        if key.owner_kind == "user":
+            groups = user_groups(self._groups(), owner.name, owner.claims)
+            is_admin = owner.is_admin or owner.name in {a.lower() for a in self._admins()}
+        else:
+            groups, is_admin = project_groups(self._groups(), owner.name), False
+        return Principal(
+            id=key.principal,
+            kind=key.owner_kind,
+            key_id=key.id,
+            name=owner.name,
+            groups=groups,
+            is_admin=is_admin,
+            models=frozenset(key.models) if key.models is not None else None,
+            coin_cap_micro=key.coin_cap_micro,
+        )
+
+    def invalidate(self) -> None:
+        """Forget every cached key (after a revocation, a disabled account, a policy change)."""
+        self._cache.clear()
+
+    async def flush_last_used(self) -> None:
+        pending, self._last_used = self._last_used, {}
+        pending.pop("", None)
+        await touch_keys(engine=self._engine, last_used=pending)
+
+
+def bearer_token(authorization: str | None) -> str:
+    if not authorization:
+        raise AuthenticationFailed(
+            "You didn't provide an API key. Send it in the Authorization header as 'Bearer sk_...'."
+        )
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise AuthenticationFailed("The Authorization header must have the form 'Bearer sk_...'.")
+    return token

@@ -1,0 +1,328 @@
+"""Users, projects and API keys in the database.
+
+Functions take the engine as a keyword argument and raise `lumen.errors` errors for anything a
+caller (the CLI, the admin API) can get wrong, with a message that says what to do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import false as false_
+from sqlalchemy import func, insert, select, update
+from sqlalchemy import null as null_
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from lumen.errors import InvalidRequest, NotFound
+from lumen.identity import keys as key_material
+from lumen.store.tables import api_keys, project_managers, projects, users
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: int
+    email: str
+    name: str
+    is_admin: bool
+    disabled: bool
+    created_at: datetime
+
+    @property
+    def principal(self) -> str:
+        return f"user:{self.id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Project:
+    id: int
+    name: str
+    description: str
+    owner_id: int
+    disabled: bool
+    created_at: datetime
+
+    @property
+    def principal(self) -> str:
+        return f"project:{self.id}"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    id: str
+    owner_kind: str
+    owner_id: int
+    name: str
+    hint: str
+    created_at: datetime
+    last_used_at: datetime | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    models: list[str] | None
+    coin_cap_micro: int | None
+
+    @property
+    def principal(self) -> str:
+        return f"{self.owner_kind}:{self.owner_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyOwner:
+    """What authentication needs to know about a key and whom it belongs to."""
+
+    key: ApiKey
+    disabled: bool
+    name: str  # the user's email or the project's name
+    is_admin: bool
+    claims: dict[str, Any] | None
+
+
+def normalise_email(email: str) -> str:
+    email = email.strip().lower()
+    local, _, domain = email.partition("@")
+    if not local or not domain or "@" in domain or any(c.isspace() for c in email):
+        raise InvalidRequest(f"'{email}' is not an email address.", param="email")
+    return email
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _user(row: object) -> User:
+    return User(**{f: getattr(row, f) for f in User.__dataclass_fields__})
+
+
+def _project(row: object) -> Project:
+    return Project(**{f: getattr(row, f) for f in Project.__dataclass_fields__})
+
+
+def _key(row: object) -> ApiKey:
+    return ApiKey(**{f: getattr(row, f) for f in ApiKey.__dataclass_fields__})
+
+
+# --- users ------------------------------------------------------------------------------------
+
+
+async def create_user(*, engine: AsyncEngine, email: str, name: str = "", is_admin: bool = False) -> User:
+    email = normalise_email(email)
+    try:
+        async with engine.begin() as conn:
+            result = await conn.execute(
+                insert(users).values(email=email, name=name, is_admin=is_admin, created_at=_now())
+            )
+            user_id = result.inserted_primary_key[0]  # type: ignore[index]
+    except IntegrityError as exc:
+        raise InvalidRequest(f"A user with the email {email} exists already.", param="email") from exc
+    return await get_user(engine=engine, user_id=int(user_id))
+
+
+async def get_user(*, engine: AsyncEngine, user_id: int) -> User:
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(users).where(users.c.id == user_id))).first()
+    if row is None:
+        raise NotFound(f"No user with id {user_id}.", code="user_not_found")
+    return _user(row)
+
+
+async def find_user(*, engine: AsyncEngine, email: str) -> User:
+    email = normalise_email(email)
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(users).where(users.c.email == email))).first()
+    if row is None:
+        raise NotFound(f"No user with the email {email}.", code="user_not_found")
+    return _user(row)
+
+
+async def count_users(*, engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return int((await conn.execute(select(func.count()).select_from(users))).scalar_one())
+
+
+async def set_user_flags(
+    *, engine: AsyncEngine, user_id: int, disabled: bool | None = None, is_admin: bool | None = None
+) -> User:
+    values = {k: v for k, v in {"disabled": disabled, "is_admin": is_admin}.items() if v is not None}
+    async with engine.begin() as conn:
+        result = await conn.execute(update(users).where(users.c.id == user_id).values(**values))
+    if result.rowcount == 0:
+        raise NotFound(f"No user with id {user_id}.", code="user_not_found")
+    return await get_user(engine=engine, user_id=user_id)
+
+
+# --- projects ---------------------------------------------------------------------------------
+
+
+async def create_project(*, engine: AsyncEngine, name: str, owner_id: int, description: str = "") -> Project:
+    name = name.strip()
+    if not name:
+        raise InvalidRequest("A project needs a name.", param="name")
+    try:
+        async with engine.begin() as conn:
+            result = await conn.execute(
+                insert(projects).values(
+                    name=name, description=description, owner_id=owner_id, created_at=_now()
+                )
+            )
+            project_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+            await conn.execute(insert(project_managers).values(project_id=project_id, user_id=owner_id))
+    except IntegrityError as exc:
+        raise InvalidRequest(f"A project named '{name}' exists already.", param="name") from exc
+    return await get_project(engine=engine, project_id=project_id)
+
+
+async def get_project(*, engine: AsyncEngine, project_id: int) -> Project:
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(projects).where(projects.c.id == project_id))).first()
+    if row is None:
+        raise NotFound(f"No project with id {project_id}.", code="project_not_found")
+    return _project(row)
+
+
+async def find_project(*, engine: AsyncEngine, name: str) -> Project:
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(projects).where(projects.c.name == name.strip()))).first()
+    if row is None:
+        raise NotFound(f"No project named '{name}'.", code="project_not_found")
+    return _project(row)
+
+
+async def set_project_disabled(*, engine: AsyncEngine, project_id: int, disabled: bool) -> Project:
+    async with engine.begin() as conn:
+        await conn.execute(update(projects).where(projects.c.id == project_id).values(disabled=disabled))
+    return await get_project(engine=engine, project_id=project_id)
+
+
+async def project_managers_of(*, engine: AsyncEngine, project_id: int) -> list[int]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(project_managers.c.user_id).where(project_managers.c.project_id == project_id)
+        )
+        return sorted(int(r[0]) for r in rows)
+
+
+# --- keys -------------------------------------------------------------------------------------
+
+
+async def create_key(
+    *,
+    engine: AsyncEngine,
+    secret: bytes,
+    owner_kind: str,
+    owner_id: int,
+    name: str = "",
+    expires_at: datetime | None = None,
+    models: list[str] | None = None,
+    coin_cap_micro: int | None = None,
+    created_by: int | None = None,
+) -> tuple[ApiKey, str]:
+    """Creates a key; returns it and its secret, which is shown once and never stored."""
+    if owner_kind not in ("user", "project"):
+        raise InvalidRequest("A key belongs to a user or a project.", param="owner_kind")
+    if expires_at is not None and expires_at <= _now():
+        raise InvalidRequest("The expiry date is in the past.", param="expires_at")
+    plain = key_material.new_key()
+    key = await insert_key(
+        engine=engine,
+        secret_hash=key_material.key_hash(secret, plain),
+        hint=key_material.hint(plain),
+        owner_kind=owner_kind,
+        owner_id=owner_id,
+        name=name,
+        expires_at=expires_at,
+        models=models,
+        coin_cap_micro=coin_cap_micro,
+        created_by=created_by,
+    )
+    return key, plain
+
+
+async def insert_key(
+    *,
+    engine: AsyncEngine,
+    secret_hash: str,
+    hint: str,
+    owner_kind: str,
+    owner_id: int,
+    name: str = "",
+    expires_at: datetime | None = None,
+    models: list[str] | None = None,
+    coin_cap_micro: int | None = None,
+    created_by: int | None = None,
+) -> ApiKey:
+    key_id = key_material.new_key_id()
+    async with engine.begin() as conn:
+        await conn.execute(
+            insert(api_keys).values(
+                id=key_id,
+                owner_kind=owner_kind,
+                owner_id=owner_id,
+                name=name,
+                secret_hash=secret_hash,
+                hint=hint,
+                created_at=_now(),
+                expires_at=expires_at,
+                models=models,
+                coin_cap_micro=coin_cap_micro,
+                created_by=created_by,
+            )
+        )
+    return await get_key(engine=engine, key_id=key_id)
+
+
+async def get_key(*, engine: AsyncEngine, key_id: str) -> ApiKey:
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(api_keys).where(api_keys.c.id == key_id))).first()
+    if row is None:
+        raise NotFound(f"No API key with id {key_id}.", code="key_not_found")
+    return _key(row)
+
+
+async def list_keys(*, engine: AsyncEngine, owner_kind: str, owner_id: int) -> list[ApiKey]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(api_keys)
+            .where(api_keys.c.owner_kind == owner_kind, api_keys.c.owner_id == owner_id)
+            .order_by(api_keys.c.created_at)
+        )
+        return [_key(r) for r in rows]
+
+
+async def revoke_key(*, engine: AsyncEngine, key_id: str) -> ApiKey:
+    """Marks the key revoked (kept, so its usage history keeps its key). Idempotent."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(api_keys)
+            .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+            .values(revoked_at=_now())
+        )
+    return await get_key(engine=engine, key_id=key_id)
+
+
+async def key_owner_by_hash(*, engine: AsyncEngine, secret_hash: str) -> KeyOwner | None:
+    """The key with this hash and its owner's state, or None."""
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(api_keys).where(api_keys.c.secret_hash == secret_hash))).first()
+        if row is None:
+            return None
+        key = _key(row)
+        if key.owner_kind == "user":
+            query = select(users.c.disabled, users.c.email, users.c.is_admin, users.c.claims)
+            owner = (await conn.execute(query.where(users.c.id == key.owner_id))).first()
+        else:
+            query = select(projects.c.disabled, projects.c.name, false_(), null_())
+            owner = (await conn.execute(query.where(projects.c.id == key.owner_id))).first()
+    if owner is None:
+        return None
+    return KeyOwner(key=key, disabled=bool(owner[0]), name=owner[1], is_admin=bool(owner[2]), claims=owner[3])
+
+
+async def touch_keys(*, engine: AsyncEngine, last_used: dict[str, datetime]) -> None:
+    """Writes the batched `last_used_at` times."""
+    if not last_used:
+        return
+    async with engine.begin() as conn:
+        for key_id, when in last_used.items():
+            await conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(last_used_at=when))
