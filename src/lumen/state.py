@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 
 from lumen.api.proxy import Proxy
-from lumen.identity.bootstrap import BootstrapAuthenticator
+from lumen.identity.auth import KeyAuthenticator
 from lumen.identity.principal import Principal
 from lumen.settings import Settings
 from lumen.upstream.registry import Registry
@@ -27,15 +27,15 @@ class AppState:
     settings: Settings
     registry: Registry
     proxy: Proxy
-    authenticator: BootstrapAuthenticator
+    authenticator: KeyAuthenticator
     recorder: UsageRecorder
     engine: AsyncEngine
     session: aiohttp.ClientSession
     config_path: Path | None = None
     overrides: Mapping[str, Any] = field(default_factory=dict)
 
-    def authenticate(self, authorization: str | None) -> Principal:
-        return self.authenticator.authenticate(authorization)
+    async def authenticate(self, authorization: str | None) -> Principal:
+        return await self.authenticator.authenticate(authorization)
 
     async def apply(self, settings: Settings) -> None:
         """Installs a reloaded config: models, endpoints, prices and routing change at once."""
