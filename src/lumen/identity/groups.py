@@ -32,7 +32,10 @@ class ClaimRule(ConfigSection):
         if len(tests) != 1:
             raise ValueError("a rule needs exactly one of `equals`, `one_of`, `pattern`")
         if self.pattern is not None:
-            re.compile(self.pattern)
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"`pattern` is not a valid regular expression: {exc}") from exc
         return self
 
     def matches(self, claims: Mapping[str, Any]) -> bool:
