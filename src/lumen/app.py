@@ -15,6 +15,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
+from lumen.admin.api import build_admin_api
 from lumen.api import v1
 from lumen.api.errors import handle_http_exception, handle_lumen_error, handle_unexpected
 from lumen.api.proxy import Proxy
@@ -72,7 +73,7 @@ def create_app(
             await asyncio.gather(*tasks, return_exceptions=True)
             await _stop(state)
 
-    return Starlette(
+    app = Starlette(
         routes=[*v1.routes(), *health.routes()],
         middleware=[Middleware(RequestIdMiddleware)],
         exception_handlers={
@@ -82,6 +83,8 @@ def create_app(
         },
         lifespan=lifespan,
     )
+    app.mount("/api/admin", build_admin_api(lambda: app.state.lumen))
+    return app
 
 
 async def _start(

@@ -43,7 +43,7 @@ class KeyAuthenticator:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._engine = engine
-        self._secret = secret
+        self.secret = secret
         self._groups = groups
         self._admins = admins
         self._ttl = ttl
@@ -55,7 +55,7 @@ class KeyAuthenticator:
         token = bearer_token(authorization)
         if not key_material.looks_like_a_key(token):
             raise AuthenticationFailed(UNKNOWN)
-        digest = key_material.key_hash(self._secret, token)
+        digest = key_material.key_hash(self.secret, token)
         now = self._clock()
         cached = self._cache.get(digest)
         if cached is None or now - cached[0] > self._ttl:

@@ -326,3 +326,52 @@ async def touch_keys(*, engine: AsyncEngine, last_used: dict[str, datetime]) -> 
     async with engine.begin() as conn:
         for key_id, when in last_used.items():
             await conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(last_used_at=when))
+
+
+# --- listing and project membership (admin API) ------------------------------------------------
+
+
+async def list_users(
+    *, engine: AsyncEngine, search: str = "", limit: int = 50, offset: int = 0
+) -> list[User]:
+    query = select(users).order_by(users.c.email).limit(limit).offset(offset)
+    if search:
+        pattern = f"%{search.lower()}%"
+        query = query.where(users.c.email.like(pattern) | func.lower(users.c.name).like(pattern))
+    async with engine.connect() as conn:
+        return [_user(r) for r in await conn.execute(query)]
+
+
+async def list_projects(*, engine: AsyncEngine, limit: int = 50, offset: int = 0) -> list[Project]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(select(projects).order_by(projects.c.name).limit(limit).offset(offset))
+        return [_project(r) for r in rows]
+
+
+async def add_manager(*, engine: AsyncEngine, project_id: int, user_id: int) -> None:
+    await get_project(engine=engine, project_id=project_id)
+    await get_user(engine=engine, user_id=user_id)
+    if user_id in await project_managers_of(engine=engine, project_id=project_id):
+        return
+    async with engine.begin() as conn:
+        await conn.execute(insert(project_managers).values(project_id=project_id, user_id=user_id))
+
+
+async def remove_manager(*, engine: AsyncEngine, project_id: int, user_id: int) -> None:
+    project = await get_project(engine=engine, project_id=project_id)
+    if project.owner_id == user_id:
+        raise InvalidRequest("The owner is always a manager; transfer the ownership first.", param="user_id")
+    async with engine.begin() as conn:
+        await conn.execute(
+            project_managers.delete().where(
+                project_managers.c.project_id == project_id, project_managers.c.user_id == user_id
+            )
+        )
+
+
+async def transfer_project(*, engine: AsyncEngine, project_id: int, new_owner_id: int) -> Project:
+    await get_user(engine=engine, user_id=new_owner_id)
+    async with engine.begin() as conn:
+        await conn.execute(update(projects).where(projects.c.id == project_id).values(owner_id=new_owner_id))
+    await add_manager(engine=engine, project_id=project_id, user_id=new_owner_id)
+    return await get_project(engine=engine, project_id=project_id)

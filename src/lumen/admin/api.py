@@ -1,0 +1,229 @@
+"""The admin API: users, projects, keys and usage, for scripts and the admin pages.
+
+Every route needs an administrator's API key. Errors use the same envelope as /v1. The schema is
+served at /api/admin/openapi.json (no bundled Swagger page: it would load scripts from a CDN).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from lumen.admin.protocol import (
+    KeyCreate,
+    KeyCreated,
+    KeyPublic,
+    ProjectCreate,
+    ProjectPublic,
+    ProjectUpdate,
+    UsagePublic,
+    UserCreate,
+    UserPublic,
+    UserUpdate,
+)
+from lumen.api.errors import error_response, handle_http_exception, handle_lumen_error
+from lumen.errors import InvalidRequest, LumenError, PermissionDenied
+from lumen.identity import store
+from lumen.identity.principal import Principal
+from lumen.state import AppState
+from lumen.usage.queries import recent_usage
+
+
+async def require_admin(request: Request) -> Principal:
+    state: AppState = request.app.state.get_state()
+    principal = await state.authenticate(request.headers.get("authorization"))
+    if not principal.is_admin:
+        raise PermissionDenied("This needs an administrator's API key.", code="admin_required")
+    return principal
+
+
+Admin = Annotated[Principal, Depends(require_admin)]
+
+
+def build_admin_api(get_state: Callable[[], AppState]) -> FastAPI:
+    app = FastAPI(
+        title="Lumen admin API",
+        version="1",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+        description="Administer a Lumen instance: users, projects, API keys and usage. "
+        "Authenticate with an administrator's API key: `Authorization: Bearer sk_...`.",
+    )
+
+    app.state.get_state = get_state
+
+    def engine() -> AsyncEngine:
+        return get_state().engine
+
+    def changed() -> None:
+        # This process forgets cached keys at once; the others within auth_cache_seconds.
+        get_state().authenticator.invalidate()
+
+    async def project_public(project: store.Project) -> ProjectPublic:
+        managers = await store.project_managers_of(engine=engine(), project_id=project.id)
+        return ProjectPublic(**_fields(project), managers=managers)
+
+    @app.get("/users", response_model=list[UserPublic])
+    async def list_users(
+        _: Admin,
+        search: str = "",
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> list[UserPublic]:
+        found = await store.list_users(engine=engine(), search=search, limit=limit, offset=offset)
+        return [UserPublic(**_fields(u)) for u in found]
+
+    @app.post("/users", response_model=UserPublic, status_code=201)
+    async def create_user(_: Admin, body: UserCreate) -> UserPublic:
+        user = await store.create_user(
+            engine=engine(), email=body.email, name=body.name, is_admin=body.is_admin
+        )
+        return UserPublic(**_fields(user))
+
+    @app.get("/users/{user_id}", response_model=UserPublic)
+    async def get_user(_: Admin, user_id: int) -> UserPublic:
+        return UserPublic(**_fields(await store.get_user(engine=engine(), user_id=user_id)))
+
+    @app.patch("/users/{user_id}", response_model=UserPublic)
+    async def update_user(_: Admin, user_id: int, body: UserUpdate) -> UserPublic:
+        user = await store.set_user_flags(
+            engine=engine(), user_id=user_id, disabled=body.disabled, is_admin=body.is_admin
+        )
+        changed()
+        return UserPublic(**_fields(user))
+
+    @app.get("/projects", response_model=list[ProjectPublic])
+    async def list_projects(
+        _: Admin, limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0
+    ) -> list[ProjectPublic]:
+        return [
+            await project_public(p)
+            for p in await store.list_projects(engine=engine(), limit=limit, offset=offset)
+        ]
+
+    @app.post("/projects", response_model=ProjectPublic, status_code=201)
+    async def create_project(_: Admin, body: ProjectCreate) -> ProjectPublic:
+        owner = await store.find_user(engine=engine(), email=body.owner_email)
+        project = await store.create_project(
+            engine=engine(), name=body.name, owner_id=owner.id, description=body.description
+        )
+        return await project_public(project)
+
+    @app.patch("/projects/{project_id}", response_model=ProjectPublic)
+    async def update_project(_: Admin, project_id: int, body: ProjectUpdate) -> ProjectPublic:
+        project = await store.get_project(engine=engine(), project_id=project_id)
+        if body.owner_email is not None:
+            owner = await store.find_user(engine=engine(), email=body.owner_email)
+            project = await store.transfer_project(
+                engine=engine(), project_id=project_id, new_owner_id=owner.id
+            )
+        if body.disabled is not None:
+            project = await store.set_project_disabled(
+                engine=engine(), project_id=project_id, disabled=body.disabled
+            )
+            changed()
+        return await project_public(project)
+
+    @app.put("/projects/{project_id}/managers/{user_id}", status_code=204)
+    async def add_manager(_: Admin, project_id: int, user_id: int) -> Response:
+        await store.add_manager(engine=engine(), project_id=project_id, user_id=user_id)
+        return Response(status_code=204)
+
+    @app.delete("/projects/{project_id}/managers/{user_id}", status_code=204)
+    async def remove_manager(_: Admin, project_id: int, user_id: int) -> Response:
+        await store.remove_manager(engine=engine(), project_id=project_id, user_id=user_id)
+        return Response(status_code=204)
+
+    @app.get("/keys", response_model=list[KeyPublic])
+    async def list_keys(
+        _: Admin, user_id: int | None = None, project_id: int | None = None
+    ) -> list[KeyPublic]:
+        kind, owner_id = _owner(user_id, project_id)
+        return [
+            _key_public(k) for k in await store.list_keys(engine=engine(), owner_kind=kind, owner_id=owner_id)
+        ]
+
+    @app.post("/keys", response_model=KeyCreated, status_code=201)
+    async def create_key(principal: Admin, body: KeyCreate) -> KeyCreated:
+        kind, owner_id = _owner(body.user_id, body.project_id)
+        if kind == "user":
+            await store.get_user(engine=engine(), user_id=owner_id)
+        else:
+            await store.get_project(engine=engine(), project_id=owner_id)
+        expires = (
+            body.expires_at.astimezone(UTC) if body.expires_at and body.expires_at.tzinfo else body.expires_at
+        )
+        if expires is not None and expires.tzinfo is None:
+            expires = expires.replace(tzinfo=UTC)
+        key, plain = await store.create_key(
+            engine=engine(),
+            secret=get_state().authenticator.secret,
+            owner_kind=kind,
+            owner_id=owner_id,
+            name=body.name,
+            expires_at=expires,
+            models=body.models,
+            created_by=_user_id(principal),
+        )
+        return KeyCreated(**_key_public(key).model_dump(), key=plain)
+
+    @app.delete("/keys/{key_id}", response_model=KeyPublic)
+    async def revoke_key(_: Admin, key_id: str) -> KeyPublic:
+        key = await store.revoke_key(engine=engine(), key_id=key_id)
+        changed()
+        return _key_public(key)
+
+    @app.get("/usage", response_model=list[UsagePublic])
+    async def usage(
+        _: Admin, principal: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    ) -> list[UsagePublic]:
+        rows = await recent_usage(engine=engine(), limit=limit, principal=principal)
+        return [UsagePublic(**{f: getattr(r, f) for f in UsagePublic.model_fields}) for r in rows]
+
+    async def invalid(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first["loc"] if p not in ("body", "query", "path"))
+        return error_response(InvalidRequest(f"Invalid value for '{param}': {first['msg']}.", param=param))
+
+    app.add_exception_handler(LumenError, handle_lumen_error)
+    app.add_exception_handler(HTTPException, handle_http_exception)
+    app.add_exception_handler(RequestValidationError, invalid)
+    return app
+
+
+def _fields(obj: object) -> dict[str, object]:
+    return {f: getattr(obj, f) for f in obj.__dataclass_fields__}  # type: ignore[attr-defined]
+
+
+def _owner(user_id: int | None, project_id: int | None) -> tuple[str, int]:
+    if (user_id is None) == (project_id is None):
+        raise InvalidRequest("Give exactly one of user_id and project_id.", param="user_id")
+    return ("user", user_id) if user_id is not None else ("project", project_id)  # type: ignore[return-value]
+
+
+def _user_id(principal: Principal) -> int | None:
+    kind, _, number = principal.id.partition(":")
+    return int(number) if kind == "user" else None
+
+
+def _key_public(key: store.ApiKey) -> KeyPublic:
+    return KeyPublic(
+        id=key.id,
+        owner=key.principal,
+        name=key.name,
+        hint=key.hint,
+        created_at=key.created_at,
+        last_used_at=key.last_used_at,
+        expires_at=key.expires_at,
+        revoked_at=key.revoked_at,
+        models=key.models,
+    )

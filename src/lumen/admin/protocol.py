@@ -1,0 +1,94 @@
+"""Wire models of the admin API (request and response bodies), apart from tables and logic."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class UserCreate(_Body):
+    email: str = Field(min_length=3, max_length=320)
+    name: str = ""
+    is_admin: bool = False
+
+
+class UserUpdate(_Body):
+    disabled: bool | None = None
+    is_admin: bool | None = None
+
+
+class UserPublic(BaseModel):
+    id: int
+    email: str
+    name: str
+    is_admin: bool
+    disabled: bool
+    created_at: datetime
+
+
+class ProjectCreate(_Body):
+    name: str = Field(min_length=1, max_length=200)
+    owner_email: str
+    description: str = ""
+
+
+class ProjectUpdate(_Body):
+    disabled: bool | None = None
+    owner_email: str | None = None
+    """Transfers the ownership (the new owner becomes a manager)."""
+
+
+class ProjectPublic(BaseModel):
+    id: int
+    name: str
+    description: str
+    owner_id: int
+    disabled: bool
+    created_at: datetime
+    managers: list[int]
+
+
+class KeyCreate(_Body):
+    user_id: int | None = None
+    project_id: int | None = None
+    name: str = ""
+    expires_at: datetime | None = None
+    models: list[str] | None = None
+
+
+class KeyPublic(BaseModel):
+    id: str
+    owner: str
+    name: str
+    hint: str
+    created_at: datetime
+    last_used_at: datetime | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    models: list[str] | None
+
+
+class KeyCreated(KeyPublic):
+    key: str
+    """The secret, shown only in this response."""
+
+
+class UsagePublic(BaseModel):
+    request_id: str
+    created_at: datetime
+    principal: str
+    key_id: str | None
+    model: str
+    endpoint: str | None
+    source: str
+    prompt_tokens: int
+    completion_tokens: int
+    estimated: bool
+    cost_micro: int
+    status: int
+    finish_reason: str | None
