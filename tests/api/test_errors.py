@@ -123,3 +123,17 @@ def test_request_id_is_returned_and_a_clients_own_is_kept(echo_lumen: RunningLum
     assert mine.headers["x-request-id"] == "trace-42"
     hostile = _chat(echo_lumen, json=GOOD, headers={**echo_lumen.auth, "X-Request-ID": "bad id\twith spaces"})
     assert hostile.headers["x-request-id"].startswith("req_")
+
+
+def test_refused_requests_leave_a_usage_record_but_401s_do_not(echo_lumen: RunningLumen) -> None:
+    from lumen.usage.queries import recent_usage
+
+    _chat(echo_lumen, json={**GOOD, "model": "gpt-9"})
+    _chat(echo_lumen, json={**GOOD, "max_tokens": "ten"})
+    _chat(echo_lumen, json=GOOD, headers={"Authorization": "Bearer sk_wrong"})
+    _chat(echo_lumen, json=GOOD)
+    echo_lumen.run(echo_lumen.state.recorder.flush())
+    rows = echo_lumen.run(recent_usage(engine=echo_lumen.state.engine))
+    by_status = sorted((r.status, r.error_code, r.model) for r in rows)
+    assert by_status == [(200, None, "echo"), (400, "invalid_value", "echo"), (404, "model_not_found", "gpt-9")]
+    assert all(r.principal.startswith("user:") and r.key_id for r in rows)

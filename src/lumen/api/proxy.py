@@ -245,6 +245,37 @@ class Proxy:
             first_chunk_at=outcome.first_chunk_at,
         )
 
+    def record_refusal(
+        self,
+        principal: Principal,
+        request_id: str,
+        op: Operation,
+        model: str,
+        error: LumenError,
+        started: float,
+    ) -> None:
+        self._recorder.record(
+            UsageRecord(
+                request_id=request_id,
+                created_at=datetime.now(UTC),
+                principal=principal.id,
+                key_id=principal.key_id,
+                model=model,
+                endpoint=None,
+                source="api",
+                operation=op,
+                prompt_tokens=0,
+                completion_tokens=0,
+                estimated=False,
+                cost_micro=0,
+                latency_ms=(time.perf_counter() - started) * 1000,
+                ttft_ms=None,
+                status=error.status,
+                finish_reason=None,
+                error_code=error.code,
+            )
+        )
+
     def _record(
         self,
         call: Call,

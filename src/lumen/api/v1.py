@@ -7,6 +7,7 @@ before the response starts (errors.md lists each status).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
@@ -20,9 +21,8 @@ from lumen.api.body import read_json_object
 from lumen.api.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, validate
 from lumen.api.proxy import Call, model_card
 from lumen.billing.estimate import chat_prompt_tokens, prompt_tokens
-from lumen.errors import ModelNotFound
-from lumen.identity.principal import Principal
-from lumen.state import AppState, app_state
+from lumen.errors import LumenError, ModelNotFound
+from lumen.state import app_state
 from lumen.upstream.base import Operation
 
 
@@ -30,66 +30,64 @@ def _json(data: Any) -> Response:
     return Response(orjson.dumps(data), media_type="application/json")
 
 
-@dataclass(slots=True)
-class _Incoming:
-    state: AppState
-    principal: Principal
-    body: dict[str, Any]
-    started: float
-    request_id: str
+@dataclass(frozen=True, slots=True)
+class _Surface:
+    """What differs between the three model-calling routes."""
 
-    def call(self, op: Operation, model_name: str, prompt_estimate: int, include_usage: bool) -> Call:
-        return Call(
-            op=op,
-            model=self.state.proxy.resolve(model_name, op),
-            body=self.body,
-            principal=self.principal,
-            request_id=self.request_id,
-            prompt_estimate=prompt_estimate,
-            include_usage=include_usage,
-            started=self.started,
-        )
+    op: Operation
+    protocol: type[ChatCompletionRequest] | type[CompletionRequest] | type[EmbeddingRequest]
+    prompt_estimate: Callable[[dict[str, Any]], int]
 
 
-async def _incoming(request: Request) -> _Incoming:
+CHAT = _Surface("chat.completions", ChatCompletionRequest, lambda body: chat_prompt_tokens(body["messages"]))
+COMPLETIONS = _Surface("completions", CompletionRequest, lambda body: prompt_tokens(body["prompt"]))
+EMBEDDINGS = _Surface("embeddings", EmbeddingRequest, lambda body: prompt_tokens(body["input"]))
+
+
+async def _handle(request: Request, surface: _Surface) -> Response:
     started = time.perf_counter()
     state = app_state(request)
     principal = await state.authenticate(request.headers.get("authorization"))
-    body = await read_json_object(request, state.settings.server.max_body_bytes)
-    return _Incoming(state, principal, body, started, request.state.request_id)
-
-
-async def _serve(incoming: _Incoming, call: Call, stream: bool | None) -> Response:
+    request_id: str = request.state.request_id
+    body: dict[str, Any] = {}
+    try:
+        body = await read_json_object(request, state.settings.server.max_body_bytes)
+        checked = validate(surface.protocol, body)
+        stream = bool(getattr(checked, "stream", False))
+        options = getattr(checked, "stream_options", None)
+        call = Call(
+            op=surface.op,
+            model=state.proxy.resolve(checked.model, surface.op),
+            body=body,
+            principal=principal,
+            request_id=request_id,
+            prompt_estimate=surface.prompt_estimate(body),
+            include_usage=bool(options and options.include_usage),
+            started=started,
+        )
+    except LumenError as exc:
+        # Refused before any backend was asked: still one usage record (401s are not: without a
+        # key there is nobody to attribute them to, and anyone could fill the table with them).
+        model = body.get("model")
+        state.proxy.record_refusal(
+            principal, request_id, surface.op, model if isinstance(model, str) else "", exc, started
+        )
+        raise
     if stream:
-        return await incoming.state.proxy.stream(call)
-    return await incoming.state.proxy.unary(call)
+        return await state.proxy.stream(call)
+    return await state.proxy.unary(call)
 
 
 async def chat_completions(request: Request) -> Response:
-    incoming = await _incoming(request)
-    checked = validate(ChatCompletionRequest, incoming.body)
-    include_usage = bool(checked.stream_options and checked.stream_options.include_usage)
-    prompt = chat_prompt_tokens(incoming.body["messages"])
-    return await _serve(
-        incoming, incoming.call("chat.completions", checked.model, prompt, include_usage), checked.stream
-    )
+    return await _handle(request, CHAT)
 
 
 async def completions(request: Request) -> Response:
-    incoming = await _incoming(request)
-    checked = validate(CompletionRequest, incoming.body)
-    include_usage = bool(checked.stream_options and checked.stream_options.include_usage)
-    prompt = prompt_tokens(incoming.body["prompt"])
-    return await _serve(
-        incoming, incoming.call("completions", checked.model, prompt, include_usage), checked.stream
-    )
+    return await _handle(request, COMPLETIONS)
 
 
 async def embeddings(request: Request) -> Response:
-    incoming = await _incoming(request)
-    checked = validate(EmbeddingRequest, incoming.body)
-    call = incoming.call("embeddings", checked.model, prompt_tokens(incoming.body["input"]), False)
-    return await _serve(incoming, call, False)
+    return await _handle(request, EMBEDDINGS)
 
 
 async def list_models(request: Request) -> Response:
