@@ -1,0 +1,57 @@
+"""Three Lumen processes sharing PostgreSQL: what one changes, all enforce."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.cluster import lumen_cluster
+from tests.support import ECHO, model
+
+CHAT = {"model": "echo", "messages": [{"role": "user", "content": "hi"}]}
+CONFIG = {"server": {"auth_cache_seconds": 0.5}, "models": [model("echo", ECHO)]}
+
+
+def _status(url: str, key: str) -> int:
+    response = httpx.post(url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, json=CHAT)
+    return response.status_code
+
+
+def test_a_revocation_reaches_every_process_within_the_cache_time(tmp_path: Path, pg_url: str) -> None:
+    with lumen_cluster(tmp_path, CONFIG, count=3, database_url=pg_url) as cluster:
+        cluster.cli("users", "create", "ada@example.edu")
+        key = cluster.cli("keys", "create", "--user", "ada@example.edu").stdout.strip().splitlines()[-1]
+        assert [_status(url, key) for url in cluster.urls] == [200, 200, 200]
+        listed = cluster.cli("keys", "list", "--user", "ada@example.edu").stdout
+        key_id = next(word for word in listed.split() if word.startswith("key_"))
+        cluster.cli("keys", "revoke", key_id)
+        time.sleep(0.5 * 1.5)  # auth_cache_seconds, plus a margin
+        assert [_status(url, key) for url in cluster.urls] == [401, 401, 401]
+
+
+def test_usage_from_every_process_lands_in_the_shared_database(tmp_path: Path, pg_url: str) -> None:
+    from tests.support import TEST_KEY
+
+    with lumen_cluster(tmp_path, CONFIG, count=3, database_url=pg_url) as cluster:
+        for round_ in range(5):
+            for url in cluster.urls:
+                assert _status(url, TEST_KEY) == 200, round_
+    # The processes flushed their usage on shutdown; count it in the database.
+    import asyncio
+
+    from sqlalchemy import func, select
+
+    from lumen.store.engine import create_engine
+    from lumen.store.tables import usage_records
+
+    async def count() -> int:
+        engine = create_engine(pg_url)
+        try:
+            async with engine.connect() as conn:
+                return int((await conn.execute(select(func.count()).select_from(usage_records))).scalar_one())
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(count()) == 15
