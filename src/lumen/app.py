@@ -18,11 +18,13 @@ from starlette.middleware import Middleware
 from lumen.admin.api import build_admin_api
 from lumen.api import v1
 from lumen.api.errors import handle_http_exception, handle_lumen_error, handle_unexpected
+from lumen.api.gate import Gate
 from lumen.api.proxy import Proxy
 from lumen.errors import LumenError
 from lumen.identity.auth import KeyAuthenticator
 from lumen.identity.secret import load_or_create_secret
 from lumen.identity.setup import FirstStart, prepare_identity
+from lumen.limits import Limiter
 from lumen.ops import health
 from lumen.ops.request_id import RequestIdMiddleware
 from lumen.reload import watch_config
@@ -106,6 +108,7 @@ async def _start(
         settings=settings,
         registry=registry,
         proxy=Proxy(registry, lambda: state.settings, recorder),
+        gate=Gate(Limiter.from_settings(settings.rate_limits), lambda: state.settings),
         authenticator=KeyAuthenticator(
             engine=engine,
             secret=secret,
@@ -133,6 +136,7 @@ async def _flush_key_use(state: AppState) -> None:
 
 
 async def _stop(state: AppState) -> None:
+    await state.gate.aclose()
     await state.recorder.aclose()
     backends = {id(e.backend): e.backend for e in state.registry.endpoints()}
     for backend in backends.values():

@@ -28,6 +28,7 @@ from pydantic import (
 
 from lumen.config_base import ConfigSection
 from lumen.identity.groups import GroupSettings
+from lumen.limits.config import LimiterSettings
 from lumen.store.engine import default_sqlite_url
 
 ENV_PREFIX = "LUMEN_"
@@ -207,6 +208,8 @@ class Settings(ConfigSection):
     """Emails of administrators. The first one is created at the first start."""
     groups: list[GroupSettings] = Field(default_factory=list)
     """Groups of users and projects, by explicit membership or identity-provider claims."""
+    rate_limits: LimiterSettings = LimiterSettings()
+    """Rate limits: the backend (memory or Redis) and the defaults (docs/rate-limits.md)."""
 
     @model_validator(mode="after")
     def _unique_model_names(self) -> Settings:

@@ -12,6 +12,7 @@ import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 
+from lumen.api.gate import Gate
 from lumen.api.proxy import Proxy
 from lumen.identity.auth import KeyAuthenticator
 from lumen.identity.principal import Principal
@@ -27,6 +28,7 @@ class AppState:
     settings: Settings
     registry: Registry
     proxy: Proxy
+    gate: Gate
     authenticator: KeyAuthenticator
     recorder: UsageRecorder
     engine: AsyncEngine

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
+from lumen.api.gate import Pass
 from lumen.api.relay import StreamOutcome, StreamRelay, estimated_usage
 from lumen.api.sse import SSEResponse
 from lumen.billing.estimate import content_text, text_tokens
@@ -55,6 +56,11 @@ class Call:
     include_usage: bool = False
     source: str = "api"
     started: float = 0.0
+    gate_pass: Pass | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return self.gate_pass.headers if self.gate_pass is not None else {}
 
 
 class Proxy:
@@ -84,6 +90,7 @@ class Proxy:
                 endpoint = self._next_endpoint(call, tried, last_error)
             except LumenError as exc:
                 self._record(call, tried[-1] if tried else None, None, status=exc.status, error=exc)
+                exc.headers.update(call.headers)
                 raise
             endpoint.in_flight += 1
             try:
@@ -95,6 +102,7 @@ class Proxy:
                     last_error = exc
                     continue
                 self._record(call, endpoint, None, status=exc.status, error=exc)
+                exc.headers.update(call.headers)
                 raise
             finally:
                 endpoint.in_flight -= 1
@@ -104,7 +112,7 @@ class Proxy:
             if not isinstance(usage, dict) or "prompt_tokens" not in usage:
                 usage = result["usage"] = self._estimate_unary(call, result)
             self._record(call, endpoint, usage, status=200, finish_reason=_finish_reason(result))
-            return Response(orjson.dumps(result), media_type="application/json")
+            return Response(orjson.dumps(result), media_type="application/json", headers=call.headers)
 
     async def stream(self, call: Call) -> SSEResponse:
         tried: list[Endpoint] = []
@@ -112,6 +120,7 @@ class Proxy:
             endpoint, stream = await self._open(call, tried, None)
         except LumenError as exc:
             self._record(call, tried[-1] if tried else None, None, status=exc.status, error=exc)
+            exc.headers.update(call.headers)
             raise
 
         async def reopen(error: UpstreamError) -> tuple[Endpoint, ChunkStream] | None:
@@ -139,7 +148,7 @@ class Proxy:
             reopen=reopen,
             on_close=lambda ep, outcome: self._close_stream(call, ep, outcome),
         )
-        return SSEResponse(relay.events())
+        return SSEResponse(relay.events(), headers=call.headers)
 
     async def _open(
         self, call: Call, tried: list[Endpoint], last_error: UpstreamError | None
@@ -288,6 +297,8 @@ class Proxy:
         first_chunk_at: float | None = None,
     ) -> None:
         now = time.perf_counter()
+        if call.gate_pass is not None:
+            call.gate_pass.close(usage)
         usage = usage or {}
         self._recorder.record(
             UsageRecord(

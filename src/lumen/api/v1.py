@@ -65,6 +65,9 @@ async def _handle(request: Request, surface: _Surface) -> Response:
             include_usage=bool(options and options.include_usage),
             started=started,
         )
+        call.gate_pass = await state.gate.admit(
+            principal, call.model, op=surface.op, prompt_estimate=call.prompt_estimate, body=body
+        )
     except LumenError as exc:
         # Refused before any backend was asked: still one usage record (401s are not: without a
         # key there is nobody to attribute them to, and anyone could fill the table with them).

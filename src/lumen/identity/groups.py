@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from lumen.config_base import ConfigSection
+from lumen.limits.config import LimitSettings
 
 
 class ClaimRule(ConfigSection):
@@ -61,6 +62,8 @@ class GroupSettings(ConfigSection):
     """Names of projects in the group."""
     rules: list[ClaimRule] = Field(default_factory=list)
     """Claim rules; a user whose last login's claims match all of them is a member."""
+    rate_limits: LimitSettings | None = None
+    """The group's rate limits (docs/rate-limits.md); members get the most generous of their groups."""
 
 
 def claim_values(value: Any) -> list[str]:
