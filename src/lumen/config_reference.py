@@ -6,6 +6,8 @@ from __future__ import annotations
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from lumen.identity.groups import ClaimRule, GroupSettings
+from lumen.limits.config import LimiterSettings, LimitSettings, ScopeLimits
 from lumen.settings import (
     Capabilities,
     EndpointSettings,
@@ -14,10 +16,12 @@ from lumen.settings import (
     Price,
     RoutingSettings,
     ServerSettings,
+    Settings,
     Timeouts,
 )
 
 SECTIONS: list[tuple[str, type[BaseModel]]] = [
+    ("(top level)", Settings),
     ("server", ServerSettings),
     ("routing", RoutingSettings),
     ("local", LocalSettings),
@@ -26,6 +30,11 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("models[].capabilities", Capabilities),
     ("models[].timeouts", Timeouts),
     ("models[].endpoints[]", EndpointSettings),
+    ("groups[]", GroupSettings),
+    ("groups[].rules[]", ClaimRule),
+    ("rate_limits", LimiterSettings),
+    ("rate_limits.default, groups[].rate_limits", LimitSettings),
+    ("... .key, .principal, .model, .models[name]", ScopeLimits),
 ]
 BEGIN = "<!-- BEGIN GENERATED: lumen.config_reference -->"
 END = "<!-- END GENERATED -->"

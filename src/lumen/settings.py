@@ -200,8 +200,11 @@ class ModelSettings(ConfigSection):
 
 class Settings(ConfigSection):
     server: ServerSettings = ServerSettings()
+    """Where and how Lumen listens and stores."""
     routing: RoutingSettings = RoutingSettings()
+    """Failover, health checks and keep-alives."""
     local: LocalSettings = LocalSettings()
+    """The models that run inside Lumen."""
     models: list[ModelSettings] = Field(default_factory=list)
     """The models Lumen serves."""
     admins: list[str] = Field(default_factory=list)
