@@ -15,6 +15,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
+from lumen.access.resolver import AccessResolver
 from lumen.admin.api import build_admin_api
 from lumen.api import v1
 from lumen.api.errors import handle_http_exception, handle_lumen_error, handle_unexpected
@@ -29,7 +30,7 @@ from lumen.ops import health
 from lumen.ops.request_id import RequestIdMiddleware
 from lumen.reload import watch_config
 from lumen.settings import Settings, environment
-from lumen.state import AppState
+from lumen.state import AppState, configure_access
 from lumen.store.engine import create_engine
 from lumen.store.migrate import upgrade_database
 from lumen.upstream.health import run_health_checks
@@ -104,11 +105,15 @@ async def _start(
     session = new_session()
     registry = Registry(session, environment())
     registry.apply(settings)
+    access = AccessResolver(engine=engine)
+    configure_access(access, settings)
+    await access.load()
     state = AppState(
         settings=settings,
         registry=registry,
         proxy=Proxy(registry, lambda: state.settings, recorder),
-        gate=Gate(Limiter.from_settings(settings.rate_limits), lambda: state.settings),
+        gate=Gate(Limiter.from_settings(settings.rate_limits), access, lambda: state.settings),
+        access=access,
         authenticator=KeyAuthenticator(
             engine=engine,
             secret=secret,

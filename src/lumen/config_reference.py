@@ -6,6 +6,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from lumen.access.config import AccessSettings, EntityAccess, ModelAccess
 from lumen.identity.groups import ClaimRule, GroupSettings
 from lumen.limits.config import LimiterSettings, LimitSettings, ScopeLimits
 from lumen.settings import (
@@ -30,6 +31,9 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("models[].capabilities", Capabilities),
     ("models[].timeouts", Timeouts),
     ("models[].endpoints[]", EndpointSettings),
+    ("models[].access", ModelAccess),
+    ("access", AccessSettings),
+    ("groups[].access", EntityAccess),
     ("groups[]", GroupSettings),
     ("groups[].rules[]", ClaimRule),
     ("rate_limits", LimiterSettings),

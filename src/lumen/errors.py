@@ -157,3 +157,42 @@ class UpstreamStatusError(UpstreamError):
             self.status = 502
             self.type = "server_error"
             self.code = code or "upstream_error"
+
+
+class ModelNotAllowed(PermissionDenied):
+    """403: the caller can see the model but policy (or the key's model list) refuses it."""
+
+    code = "model_not_allowed"
+
+    def __init__(self, model: str, *, detail: str | None = None) -> None:
+        default = f"You are not allowed to use the model '{model}'. Ask your Lumen administrator for access."
+        super().__init__(detail or default, param="model")
+
+
+class AcknowledgementRequired(PermissionDenied):
+    """403: the model needs its notice acknowledged once (by the user, or a project manager)."""
+
+    code = "acknowledgement_required"
+
+    def __init__(self, model: str, *, acknowledge_url: str) -> None:
+        super().__init__(
+            f"The model '{model}' requires acknowledging its notice once before use. "
+            f"Read and acknowledge it at {acknowledge_url}",
+            param="model",
+        )
+        self.model = model
+        self.acknowledge_url = acknowledge_url
+
+
+class InsufficientQuota(RateLimited):
+    """429 insufficient_quota: the coin pool cannot pay for the request (or is blocked).
+
+    Retrying at once cannot help, so ``x-should-retry: false`` tells the OpenAI SDKs not to; the
+    message says when enough coins will have arrived.
+    """
+
+    type = "insufficient_quota"
+    code = "insufficient_quota"
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message, headers={"x-should-retry": "false", **(headers or {})})

@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from lumen.access.config import AccessSettings, ModelAccess
 from lumen.config_base import ConfigSection
 from lumen.identity.groups import GroupSettings
 from lumen.limits.config import LimiterSettings
@@ -185,6 +186,8 @@ class ModelSettings(ConfigSection):
     """Coin prices."""
     capabilities: Capabilities = Capabilities()
     """What the model can do."""
+    access: ModelAccess = ModelAccess()
+    """Who may use the model, and whether it needs an acknowledgement (docs/access.md)."""
     timeouts: Timeouts = Timeouts()
     """Per-model upstream timeouts."""
     endpoints: list[EndpointSettings] = Field(min_length=1)
@@ -211,6 +214,8 @@ class Settings(ConfigSection):
     """Emails of administrators. The first one is created at the first start."""
     groups: list[GroupSettings] = Field(default_factory=list)
     """Groups of users and projects, by explicit membership or identity-provider claims."""
+    access: AccessSettings = AccessSettings()
+    """The global default of model access and the default acknowledgement notice (docs/access.md)."""
     rate_limits: LimiterSettings = LimiterSettings()
     """Rate limits: the backend (memory or Redis) and the defaults (docs/rate-limits.md)."""
 

@@ -12,6 +12,7 @@ import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 
+from lumen.access.resolver import AccessResolver
 from lumen.api.gate import Gate
 from lumen.api.proxy import Proxy
 from lumen.identity.auth import KeyAuthenticator
@@ -29,6 +30,7 @@ class AppState:
     registry: Registry
     proxy: Proxy
     gate: Gate
+    access: AccessResolver
     authenticator: KeyAuthenticator
     recorder: UsageRecorder
     engine: AsyncEngine
@@ -46,9 +48,16 @@ class AppState:
             settings = settings.model_copy(update={"server": self.settings.server})
         retired = self.registry.apply(settings)
         self.settings = settings
+        configure_access(self.access, settings)
         for backend in retired:
             await backend.aclose()
         log.info("config reloaded: %d models", len(settings.models))
+
+
+def configure_access(resolver: AccessResolver, settings: Settings) -> None:
+    groups = {g.name: g.access for g in settings.groups if g.access is not None}
+    resolver.configure(models=settings.models, groups=groups, settings=settings.access)
+    resolver.invalidate()
 
 
 def app_state(request: Request) -> AppState:

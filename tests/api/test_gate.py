@@ -37,7 +37,7 @@ def test_a_keys_model_list_is_enforced(tmp_path: Path) -> None:
         refused = _post(lumen, {**CHAT, "model": "other"}, key=key)
     assert refused.status_code == 403
     assert refused.json()["error"]["code"] == "model_not_allowed"
-    assert "echo" in refused.json()["error"]["message"]
+    assert "API key" in refused.json()["error"]["message"]
 
 
 def test_requests_per_minute_with_headers_on_every_response(tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
-"""Everything that may refuse a call before a backend is asked, in one place and in order: the
-key's own model list, then rate limits. (Model access policy and coin reservations join here.)
+"""Everything that may refuse a call before a backend is asked, in one place and in order: model
+access policy and the key's own model list, then rate limits. (Coin reservations join here.)
 
 `admit()` returns a `Pass` that carries the response headers (`x-ratelimit-*`) and must be
 closed exactly once with what the call used, whatever happened: success, error, disconnect.
@@ -12,18 +12,15 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
-from lumen.errors import PermissionDenied
+from lumen.access.resolver import AccessResolver
 from lumen.identity.principal import Principal
 from lumen.limits import Admission, Limiter, LimitResolver, tokens_to_reserve
 from lumen.settings import Settings
 from lumen.upstream.registry import Model
 
 log = logging.getLogger(__name__)
-
-
-class ModelNotAllowed(PermissionDenied):
-    code = "model_not_allowed"
 
 
 @dataclass(eq=False)
@@ -47,8 +44,9 @@ class Pass:
 
 
 class Gate:
-    def __init__(self, limiter: Limiter, settings: Callable[[], Settings]) -> None:
+    def __init__(self, limiter: Limiter, access: AccessResolver, settings: Callable[[], Settings]) -> None:
         self._limiter = limiter
+        self._access = access
         self._settings = settings
         self._resolver: LimitResolver | None = None
         self._resolver_for: Settings | None = None
@@ -63,11 +61,12 @@ class Gate:
     async def admit(
         self, principal: Principal, model: Model, *, op: str, prompt_estimate: int, body: dict[str, Any]
     ) -> Pass:
-        if principal.models is not None and model.name not in principal.models:
-            allowed = ", ".join(sorted(principal.models))
-            raise ModelNotAllowed(
-                f"This API key may not use the model '{model.name}'. It may use: {allowed}.", param="model"
-            )
+        view = await self._access.resolve(principal.id, principal.groups)
+        view.require(
+            model.name,
+            acknowledge_url=acknowledge_url(self._settings(), model.name),
+            key_models=principal.models,
+        )
         limits = self._limits_resolver().resolve(principal.groups, None, model.name)
         reserve = tokens_to_reserve(
             prompt_estimate,
@@ -82,6 +81,11 @@ class Gate:
 
     async def aclose(self) -> None:
         await self._limiter.aclose()
+
+
+def acknowledge_url(settings: Settings, model: str) -> str:
+    """Where a person reads and acknowledges a model's notice (the portal's model page)."""
+    return f"{settings.public_url}/models/{quote(model, safe='')}"
 
 
 def _choices(body: dict[str, Any]) -> int:

@@ -21,7 +21,9 @@ from lumen.api.body import read_json_object
 from lumen.api.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, validate
 from lumen.api.proxy import Call, model_card
 from lumen.billing.estimate import chat_prompt_tokens, prompt_tokens
-from lumen.errors import LumenError, ModelNotFound
+from lumen.errors import LumenError, ModelNotFound, PermissionDenied
+from lumen.identity import store as identity_store
+from lumen.identity.groups import project_groups
 from lumen.state import app_state
 from lumen.upstream.base import Operation
 
@@ -94,20 +96,63 @@ async def embeddings(request: Request) -> Response:
 
 
 async def list_models(request: Request) -> Response:
+    """Exactly the models the caller may use, or use after acknowledging their notice."""
     state = app_state(request)
-    await state.authenticate(request.headers.get("authorization"))
-    return _json({"object": "list", "data": [model_card(m.settings) for m in state.registry.models()]})
+    principal = await state.authenticate(request.headers.get("authorization"))
+    view = await state.access.resolve(principal.id, principal.groups)
+    cards = []
+    for decision in view.listed(principal.models):
+        model = state.registry.get(decision.model)
+        if model is not None:
+            cards.append({**model_card(model.settings), **view.model_fields(decision.model)})
+    return _json({"object": "list", "data": cards})
 
 
 async def get_model(request: Request) -> Response:
     state = app_state(request)
-    await state.authenticate(request.headers.get("authorization"))
+    principal = await state.authenticate(request.headers.get("authorization"))
     # Newer SDKs send `org/name` as `org%2Fname`; servers may or may not decode it first.
     name = unquote(request.path_params["model_id"])
     model = state.registry.get(name)
     if model is None:
         raise ModelNotFound(name)
-    return _json(model_card(model.settings))
+    view = await state.access.resolve(principal.id, principal.groups)
+    view.retrieve(name, key_models=principal.models)
+    return _json({**model_card(model.settings), **view.model_fields(name)})
+
+
+async def acknowledge_model(request: Request) -> Response:
+    """Acknowledges a model's notice for the caller, or, with `{"project": NAME}`, for a project the
+    caller manages. `notice_hash` (from the model list) guards against a notice changed meanwhile."""
+    state = app_state(request)
+    principal = await state.authenticate(request.headers.get("authorization"))
+    has_body = request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
+    body = await read_json_object(request, state.settings.server.max_body_bytes) if has_body else {}
+    name = unquote(request.path_params["model_id"])
+    if state.registry.get(name) is None:
+        raise ModelNotFound(name)
+    notice_hash = body.get("notice_hash")
+    project_name = body.get("project")
+    if principal.kind != "user":
+        raise PermissionDenied(
+            "A project's notice is acknowledged by one of its managers, with their own key."
+        )
+    target, groups = principal.id, principal.groups
+    if isinstance(project_name, str):
+        project = await identity_store.find_project(engine=state.engine, name=project_name)
+        target, groups = f"project:{project.id}", project_groups(state.settings.groups, project.name)
+    acknowledgement = await state.access.acknowledge(
+        target,
+        name,
+        actor=principal.id,
+        via="api",
+        groups=groups,
+        notice_hash=notice_hash if isinstance(notice_hash, str) else None,
+        actor_is_admin=principal.is_admin,
+    )
+    return _json(
+        {"model": name, "principal": target, "acknowledged_at": acknowledgement.acknowledged_at.isoformat()}
+    )
 
 
 def routes() -> list[BaseRoute]:
@@ -116,5 +161,6 @@ def routes() -> list[BaseRoute]:
         Route("/v1/completions", completions, methods=["POST"]),
         Route("/v1/embeddings", embeddings, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/models/{model_id:path}/acknowledge", acknowledge_model, methods=["POST"]),
         Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
     ]

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
+from lumen.access.config import EntityAccess
 from lumen.config_base import ConfigSection
 from lumen.limits.config import LimitSettings
 
@@ -62,6 +63,8 @@ class GroupSettings(ConfigSection):
     """Names of projects in the group."""
     rules: list[ClaimRule] = Field(default_factory=list)
     """Claim rules; a user whose last login's claims match all of them is a member."""
+    access: EntityAccess | None = None
+    """The group's model access: a default and allow/block lists (docs/access.md)."""
     rate_limits: LimitSettings | None = None
     """The group's rate limits (docs/rate-limits.md); members get the most generous of their groups."""
 

@@ -185,3 +185,111 @@ users: Table = Base.metadata.tables["users"]
 projects: Table = Base.metadata.tables["projects"]
 project_managers: Table = Base.metadata.tables["project_managers"]
 api_keys: Table = Base.metadata.tables["api_keys"]
+
+
+class ModelAccessRuleRow(Base):
+    """A user's or project's model access rule (see `lumen.access`): one row per principal that has
+    one. The lists hold model names or shell-style patterns; the whole rule is read and written at
+    once, so it is one row rather than one row per entry."""
+
+    __tablename__ = "model_access_rules"
+
+    principal: Mapped[str] = mapped_column(String, primary_key=True)  # "user:<id>" or "project:<id>"
+    # "allowed", "blocked" or None (no default of its own). Not named `default`: an SQL keyword.
+    default_access: Mapped[str | None] = mapped_column(String)
+    allow: Mapped[list[str]] = mapped_column(JSON)
+    block: Mapped[list[str]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_by: Mapped[str | None] = mapped_column(String)  # who changed it last, "user:<id>"
+
+
+class ModelAcknowledgementRow(Base):
+    """A user, or a project manager for a project, acknowledged a model's notice.
+
+    Never updated or deleted: a changed notice has a new hash and needs a new row, and the old rows
+    stay as the record of what was acknowledged when.
+    """
+
+    __tablename__ = "model_acknowledgements"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    principal: Mapped[str] = mapped_column(String)  # who it covers: "user:<id>" or "project:<id>"
+    model: Mapped[str] = mapped_column(String)
+    notice_hash: Mapped[str] = mapped_column(String)  # SHA-256 hex of the notice text
+    notice: Mapped[str] = mapped_column(String)  # the text as it was acknowledged
+    acknowledged_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    acknowledged_by: Mapped[str] = mapped_column(String)  # the person: "user:<id>"
+    via: Mapped[str] = mapped_column(String)  # "web" or "api"
+
+    __table_args__ = (
+        # One acknowledgement per notice (recording again is a no-op); also serves the per-principal
+        # load, its leading column being the principal.
+        Index(
+            "uq_model_acknowledgements_principal_model_notice_hash",
+            "principal",
+            "model",
+            "notice_hash",
+            unique=True,
+        ),
+    )
+
+
+model_access_rules: Table = Base.metadata.tables["model_access_rules"]
+model_acknowledgements: Table = Base.metadata.tables["model_acknowledgements"]
+
+
+class CoinPoolRow(Base):
+    """A user's or project's coin pool: the durable balance and its refill clock.
+
+    ``balance_micro`` is always the sum of the principal's ``coin_ledger`` rows: the ledger writer
+    inserts the rows and adds their sum here in one transaction (`lumen audit` checks it). The hot
+    balance lives in memory or Redis (`lumen.billing.bank`); this row is read when a pool is first
+    used by a process. The nullable ``*_micro``/``state`` columns are the entity's own pool
+    settings; None inherits from the groups or the default.
+    """
+
+    __tablename__ = "coin_pools"
+
+    principal: Mapped[str] = mapped_column(String, primary_key=True)  # "user:<id>" / "project:<id>"
+    balance_micro: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    # The refill is accounted up to this instant; `refill_carry` is the sub-micro-coin remainder.
+    refilled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    refill_carry: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    # When the starting balance was credited (None: own settings saved before the first use).
+    opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    state: Mapped[str | None] = mapped_column(String)  # "limited", "unlimited", "blocked"
+    max_micro: Mapped[int | None] = mapped_column(BigInteger)
+    refresh_micro: Mapped[int | None] = mapped_column(BigInteger)  # per hour
+    starting_micro: Mapped[int | None] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class CoinLedgerRow(Base):
+    """One movement of coins: append-only, signed, with the balance it left.
+
+    Kinds: ``start`` (a new pool's starting balance), ``charge`` (a request, negative), ``refill``,
+    ``grant``, ``refund``, ``reset`` (back to the starting balance) and ``set`` (an administrator
+    set the balance). ``balance_after_micro`` is the hot balance right after the movement.
+    """
+
+    __tablename__ = "coin_ledger"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    principal: Mapped[str] = mapped_column(String)
+    kind: Mapped[str] = mapped_column(String)
+    amount_micro: Mapped[int] = mapped_column(BigInteger)
+    balance_after_micro: Mapped[int] = mapped_column(BigInteger)
+    request_id: Mapped[str | None] = mapped_column(String, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor: Mapped[str | None] = mapped_column(String)  # who moved the coins: "system", "user:3", ...
+    note: Mapped[str | None] = mapped_column(String)
+
+    __table_args__ = (
+        # A principal's history in order, and the audit's per-principal sums.
+        Index("ix_coin_ledger_principal_id", "principal", "id"),
+        Index("ix_coin_ledger_created_at", "created_at"),
+    )
+
+
+coin_pools: Table = Base.metadata.tables["coin_pools"]
+coin_ledger: Table = Base.metadata.tables["coin_ledger"]
