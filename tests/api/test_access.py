@@ -18,8 +18,10 @@ CONFIG: dict[str, Any] = {
         model("closed", ECHO, access={"access": "blocked"}),
         model("staff-only", ECHO, access={"access": "blocked"}),
     ],
-    "groups": [{"name": "staff", "members": ["admin@localhost"], "access": {"allow": ["staff-only"]}},
-               {"name": "nobody", "members": [], "access": {"block": ["open"]}}],
+    "groups": [
+        {"name": "staff", "members": ["admin@localhost"], "access": {"allow": ["staff-only"]}},
+        {"name": "nobody", "members": [], "access": {"block": ["open"]}},
+    ],
 }
 
 
@@ -46,11 +48,15 @@ def test_listing_refusals_and_acknowledgement(tmp_path: Path) -> None:
         assert needs.json()["error"]["code"] == "acknowledgement_required"
         assert "/models/careful" in needs.json()["error"]["message"]
 
-        stale = httpx.post(lumen.v1 + "/models/careful/acknowledge", headers=lumen.auth,
-                           json={"notice_hash": "0" * 64})
+        stale = httpx.post(
+            lumen.v1 + "/models/careful/acknowledge", headers=lumen.auth, json={"notice_hash": "0" * 64}
+        )
         assert stale.status_code == 400 and stale.json()["error"]["code"] == "notice_changed"
-        done = httpx.post(lumen.v1 + "/models/careful/acknowledge", headers=lumen.auth,
-                          json={"notice_hash": careful["acknowledgement"]["notice_hash"]})
+        done = httpx.post(
+            lumen.v1 + "/models/careful/acknowledge",
+            headers=lumen.auth,
+            json={"notice_hash": careful["acknowledgement"]["notice_hash"]},
+        )
         assert done.status_code == 200, done.text
         assert _chat(lumen, "careful").status_code == 200
         again = httpx.get(lumen.v1 + "/models/careful", headers=lumen.auth).json()
@@ -58,7 +64,10 @@ def test_listing_refusals_and_acknowledgement(tmp_path: Path) -> None:
 
 
 def test_an_unknown_or_hidden_model_is_404(tmp_path: Path) -> None:
-    config = {**CONFIG, "groups": [{"name": "g", "members": ["admin@localhost"], "access": {"block": ["open"]}}]}
+    config = {
+        **CONFIG,
+        "groups": [{"name": "g", "members": ["admin@localhost"], "access": {"block": ["open"]}}],
+    }
     with running_lumen(tmp_path, config) as lumen:
         hidden = _chat(lumen, "open")
         listed = {c["id"] for c in httpx.get(lumen.v1 + "/models", headers=lumen.auth).json()["data"]}

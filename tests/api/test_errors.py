@@ -135,5 +135,9 @@ def test_refused_requests_leave_a_usage_record_but_401s_do_not(echo_lumen: Runni
     echo_lumen.run(echo_lumen.state.recorder.flush())
     rows = echo_lumen.run(recent_usage(engine=echo_lumen.state.engine))
     by_status = sorted((r.status, r.error_code, r.model) for r in rows)
-    assert by_status == [(200, None, "echo"), (400, "invalid_value", "echo"), (404, "model_not_found", "gpt-9")]
+    assert by_status == [
+        (200, None, "echo"),
+        (400, "invalid_value", "echo"),
+        (404, "model_not_found", "gpt-9"),
+    ]
     assert all(r.principal.startswith("user:") and r.key_id for r in rows)

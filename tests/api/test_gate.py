@@ -66,8 +66,13 @@ def test_a_concurrency_slot_is_released_when_the_stream_ends(tmp_path: Path) -> 
         results: list[int] = []
 
         def long_stream() -> None:
-            with httpx.stream("POST", lumen.v1 + "/chat/completions", json=slow, timeout=30,
-                              headers={"Authorization": f"Bearer {lumen.key}"}) as response:
+            with httpx.stream(
+                "POST",
+                lumen.v1 + "/chat/completions",
+                json=slow,
+                timeout=30,
+                headers={"Authorization": f"Bearer {lumen.key}"},
+            ) as response:
                 for line in response.iter_lines():
                     if line.startswith("data: ") and not started.is_set():
                         started.set()
@@ -87,7 +92,9 @@ def test_a_concurrency_slot_is_released_when_the_stream_ends(tmp_path: Path) -> 
 def test_group_limits_apply_to_members(tmp_path: Path) -> None:
     config = {
         "rate_limits": {"default": {"principal": {"rpm": 1}}},
-        "groups": [{"name": "heavy", "members": ["admin@localhost"], "rate_limits": {"principal": {"rpm": 5}}}],
+        "groups": [
+            {"name": "heavy", "members": ["admin@localhost"], "rate_limits": {"principal": {"rpm": 5}}}
+        ],
         "models": [model("echo", ECHO)],
     }
     with running_lumen(tmp_path, config) as lumen:
