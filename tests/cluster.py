@@ -42,12 +42,14 @@ class Cluster:
 
 @contextmanager
 def lumen_cluster(
-    tmp_path: Path, config: dict[str, Any], *, count: int, database_url: str
+    tmp_path: Path, config: dict[str, Any], *, count: int, database_url: str, redis_url: str | None = None
 ) -> Iterator[Cluster]:
     """`count` processes on ephemeral ports, one config, one database, one server secret."""
     config_path = write_config(tmp_path / "cluster.yaml", config)
     env = {k: v for k, v in os.environ.items() if not k.startswith("LUMEN_")}
     env.update(LUMEN_DATABASE_URL=database_url, LUMEN_SECRET_KEY=SECRET, LUMEN_BOOTSTRAP_KEY=TEST_KEY)
+    if redis_url is not None:
+        env["LUMEN_REDIS_URL"] = redis_url
     processes: list[subprocess.Popen[str]] = []
     logs: list[list[str]] = []
     urls: list[str] = []

@@ -125,3 +125,25 @@ def test_listening_socket_declares_tcp_so_responses_are_not_delayed() -> None:
         assert sock.proto == socket.IPPROTO_TCP
     finally:
         sock.close()
+
+
+def test_coins_grant_show_and_audit(tmp_path: Path) -> None:
+    data = ["--data-dir", str(tmp_path / "d")]
+    runner = CliRunner()
+    assert runner.invoke(main, ["users", "create", "cora@example.edu", *data]).exit_code == 0
+    before = runner.invoke(main, ["coins", "show", "--user", "cora@example.edu", *data])
+    assert before.exit_code == 0, before.output
+    granted = runner.invoke(main, ["coins", "grant", "2.5", "--user", "cora@example.edu", *data])
+    assert granted.exit_code == 0, granted.output
+
+    def balance(output: str) -> float:
+        return float(re.search(r"balance (\S+) coins", output).group(1))  # type: ignore[union-attr]
+
+    # A grant may lift a pool above its `max`; only the refill stops there.
+    assert balance(granted.output) == pytest.approx(balance(before.output) + 2.5, abs=0.01)
+    reset = runner.invoke(main, ["coins", "set", "7", "--user", "cora@example.edu", *data])
+    assert balance(reset.output) == pytest.approx(7.0, abs=0.01)  # plus the refill since
+    audit = runner.invoke(main, ["audit", *data])
+    assert audit.exit_code == 0 and "no discrepancies" in audit.output
+    missing = runner.invoke(main, ["coins", "grant", "1", "--user", "nobody@example.edu", *data])
+    assert missing.exit_code != 0

@@ -21,6 +21,10 @@ from lumen.api import v1
 from lumen.api.errors import handle_http_exception, handle_lumen_error, handle_unexpected
 from lumen.api.gate import Gate
 from lumen.api.proxy import Proxy
+from lumen.billing.bank import CoinBank
+from lumen.billing.memory import MemoryPoolStore
+from lumen.billing.redis_store import RedisPoolStore, redis_client
+from lumen.billing.store import PoolStore
 from lumen.errors import LumenError
 from lumen.identity.auth import KeyAuthenticator
 from lumen.identity.secret import load_or_create_secret
@@ -105,6 +109,8 @@ async def _start(
     session = new_session()
     registry = Registry(session, environment())
     registry.apply(settings)
+    bank = CoinBank.from_settings(settings.billing, pool_store(settings), engine)
+    await bank.start()
     access = AccessResolver(engine=engine)
     configure_access(access, settings)
     await access.load()
@@ -112,7 +118,7 @@ async def _start(
         settings=settings,
         registry=registry,
         proxy=Proxy(registry, lambda: state.settings, recorder),
-        gate=Gate(Limiter.from_settings(settings.rate_limits), access, lambda: state.settings),
+        gate=Gate(Limiter.from_settings(settings.rate_limits), access, bank, lambda: state.settings),
         access=access,
         authenticator=KeyAuthenticator(
             engine=engine,
@@ -128,6 +134,14 @@ async def _start(
         overrides=overrides,
     )
     return state, first_start
+
+
+def pool_store(settings: Settings) -> PoolStore:
+    """Coin balances in this process, or in Redis when several processes share them."""
+    if settings.server.redis_url is None:
+        return MemoryPoolStore()
+    client = redis_client(settings.server.redis_url.get_secret_value())
+    return RedisPoolStore(client, prefix=settings.server.redis_prefix + "coins:")
 
 
 async def _flush_key_use(state: AppState) -> None:

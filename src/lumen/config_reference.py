@@ -7,6 +7,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from lumen.access.config import AccessSettings, EntityAccess, ModelAccess
+from lumen.billing.config import BillingSettings, PoolSettings
 from lumen.identity.groups import ClaimRule, GroupSettings
 from lumen.limits.config import LimiterSettings, LimitSettings, ScopeLimits
 from lumen.settings import (
@@ -34,6 +35,8 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("models[].access", ModelAccess),
     ("access", AccessSettings),
     ("groups[].access", EntityAccess),
+    ("billing", BillingSettings),
+    ("billing.default_pool, groups[].pool", PoolSettings),
     ("groups[]", GroupSettings),
     ("groups[].rules[]", ClaimRule),
     ("rate_limits", LimiterSettings),

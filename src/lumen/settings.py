@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from lumen.access.config import AccessSettings, ModelAccess
+from lumen.billing.config import BillingSettings
 from lumen.config_base import ConfigSection
 from lumen.identity.groups import GroupSettings
 from lumen.limits.config import LimiterSettings
@@ -40,6 +41,7 @@ ENV_SHORTCUTS = {
     "LUMEN_DATABASE_URL": ("server", "database_url"),
     "LUMEN_BOOTSTRAP_KEY": ("server", "bootstrap_key"),
     "LUMEN_SECRET_KEY": ("server", "secret_key"),
+    "LUMEN_REDIS_URL": ("server", "redis_url"),
     "LUMEN_LOG_LEVEL": ("server", "log_level"),
 }
 
@@ -64,6 +66,11 @@ class ServerSettings(ConfigSection):
     secret_key: SecretStr | None = None
     """The secret that keys API-key hashes; generated into the data directory if unset. Every
     process of one instance needs the same one."""
+    redis_url: SecretStr | None = None
+    """Redis (e.g. `redis://127.0.0.1:6379/0`), needed when more than one Lumen process serves: coin
+    balances and reservations are then shared through it."""
+    redis_prefix: str = Field(default="lumen:", min_length=1)
+    """Prefix of every Redis key Lumen writes, so several instances can share one Redis."""
     auth_cache_seconds: float = Field(default=1.0, ge=0, le=60)
     """How long a process trusts its cached view of a key; revocations reach every process
     within this time."""
@@ -214,6 +221,8 @@ class Settings(ConfigSection):
     """Emails of administrators. The first one is created at the first start."""
     groups: list[GroupSettings] = Field(default_factory=list)
     """Groups of users and projects, by explicit membership or identity-provider claims."""
+    billing: BillingSettings = BillingSettings()
+    """Coins: hard or soft budgets and the default pool (docs/coins.md)."""
     access: AccessSettings = AccessSettings()
     """The global default of model access and the default acknowledgement notice (docs/access.md)."""
     rate_limits: LimiterSettings = LimiterSettings()

@@ -49,6 +49,7 @@ class AppState:
         retired = self.registry.apply(settings)
         self.settings = settings
         configure_access(self.access, settings)
+        self.gate.bank.configure(settings.billing)
         for backend in retired:
             await backend.aclose()
         log.info("config reloaded: %d models", len(settings.models))

@@ -55,3 +55,42 @@ def test_usage_from_every_process_lands_in_the_shared_database(tmp_path: Path, p
             await engine.dispose()
 
     assert asyncio.run(count()) == 15
+
+
+def test_a_shared_budget_holds_across_three_processes(tmp_path: Path, pg_url: str) -> None:
+    """200 concurrent requests, spread round robin over 3 processes sharing PostgreSQL and Redis,
+    against a pool that affords exactly 10: exactly 10 succeed and the books balance."""
+    import asyncio
+    import os
+    import uuid
+
+    import redis as redis_sync
+
+    from tests.api.test_coins import BODY, POOL_OF_TEN, PRICED
+    from tests.support import TEST_KEY
+
+    redis_url = os.environ.get("LUMEN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    prefix = f"lumen-test-{uuid.uuid4().hex[:8]}:"
+    prefix_db = redis_sync.Redis.from_url(redis_url)
+    config = {**POOL_OF_TEN, "server": {"redis_prefix": prefix}, "models": [PRICED]}
+
+    async def burst(urls: list[str]) -> list[int]:
+        async with httpx.AsyncClient(
+            headers={"Authorization": f"Bearer {TEST_KEY}"},
+            timeout=60,
+            limits=httpx.Limits(max_connections=200),
+        ) as client:
+            answers = await asyncio.gather(
+                *(client.post(urls[i % len(urls)] + "/v1/chat/completions", json=BODY) for i in range(200))
+            )
+        return [a.status_code for a in answers]
+
+    try:
+        with lumen_cluster(tmp_path, config, count=3, database_url=pg_url, redis_url=redis_url) as cluster:
+            statuses = asyncio.run(burst(cluster.urls))
+            audit = cluster.cli("audit")
+    finally:
+        for stale in prefix_db.scan_iter(prefix + "*"):
+            prefix_db.delete(stale)
+    assert statuses.count(200) == 10 and statuses.count(429) == 190
+    assert "no discrepancies" in audit.stdout

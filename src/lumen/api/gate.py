@@ -1,8 +1,10 @@
 """Everything that may refuse a call before a backend is asked, in one place and in order: model
-access policy and the key's own model list, then rate limits. (Coin reservations join here.)
+access policy and the key's own model list, rate limits, then the coin reservation of the call's
+worst-case cost.
 
 `admit()` returns a `Pass` that carries the response headers (`x-ratelimit-*`) and must be
 closed exactly once with what the call used, whatever happened: success, error, disconnect.
+Closing settles the coins at the real cost and gives back unused rate-limit tokens.
 """
 
 from __future__ import annotations
@@ -10,46 +12,78 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 from lumen.access.resolver import AccessResolver
+from lumen.billing.bank import CoinBank, Reservation
+from lumen.billing.config import pool_resolver
+from lumen.billing.pools import PoolParams, PoolResolver
+from lumen.billing.prices import cost_micro, worst_case_micro
 from lumen.identity.principal import Principal
 from lumen.limits import Admission, Limiter, LimitResolver, tokens_to_reserve
-from lumen.settings import Settings
+from lumen.settings import Price, Settings
 from lumen.upstream.registry import Model
 
 log = logging.getLogger(__name__)
 
 
+_PENDING: set[asyncio.Future[Any]] = set()
+
+
+def _in_background(awaitable: Any) -> None:
+    """Runs settlement work to its end even when the request's task is being cancelled."""
+    task = asyncio.ensure_future(awaitable)
+    _PENDING.add(task)  # a reference, so it is not collected before it ran
+    task.add_done_callback(_PENDING.discard)
+
+
 @dataclass(eq=False)
 class Pass:
     headers: dict[str, str]
+    price: Price
     _admission: Admission | None = None
+    _reservation: Reservation | None = None
+    _bank: CoinBank | None = None
     _closed: bool = False
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
-    def close(self, usage: dict[str, Any] | None) -> None:
-        """Gives back what the call did not use. Safe to call from a `finally` of a cancelled task."""
+    def close(self, usage: dict[str, Any] | None) -> int:
+        """Settles what the call used and returns its cost in micro-coins. Safe to call from a
+        `finally` of a cancelled task; only the first call counts."""
         if self._closed:
-            return
+            return 0
         self._closed = True
-        if self._admission is None:
-            return
-        used = int((usage or {}).get("total_tokens") or 0)
-        task = asyncio.ensure_future(self._admission.release(used))
-        self._tasks.add(task)  # a reference, so the release is not collected before it ran
-        task.add_done_callback(self._tasks.discard)
+        usage = usage or {}
+        prompt, completion = _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
+        cost = cost_micro(self.price, prompt, completion)
+        if self._admission is not None:
+            _in_background(self._admission.release(prompt + completion))
+        if self._reservation is not None and self._bank is not None:
+            _in_background(self._bank.settle(self._reservation, cost))
+        return cost
 
 
 class Gate:
-    def __init__(self, limiter: Limiter, access: AccessResolver, settings: Callable[[], Settings]) -> None:
+    def __init__(
+        self, limiter: Limiter, access: AccessResolver, bank: CoinBank, settings: Callable[[], Settings]
+    ) -> None:
         self._limiter = limiter
         self._access = access
+        self.bank = bank
+        self._pools: PoolResolver | None = None
+        self._pools_for: Settings | None = None
         self._settings = settings
         self._resolver: LimitResolver | None = None
         self._resolver_for: Settings | None = None
+
+    def pool_params(self, groups: tuple[str, ...]) -> PoolParams:
+        """The coin pool parameters a principal inherits from its groups and the default."""
+        settings = self._settings()
+        if self._pools is None or self._pools_for is not settings:
+            self._pools = pool_resolver(settings.billing, {g.name: g.pool for g in settings.groups})
+            self._pools_for = settings
+        return self._pools.inherited(groups)
 
     def _limits_resolver(self) -> LimitResolver:
         settings = self._settings()
@@ -59,7 +93,14 @@ class Gate:
         return self._resolver
 
     async def admit(
-        self, principal: Principal, model: Model, *, op: str, prompt_estimate: int, body: dict[str, Any]
+        self,
+        principal: Principal,
+        model: Model,
+        *,
+        op: str,
+        prompt_estimate: int,
+        body: dict[str, Any],
+        request_id: str,
     ) -> Pass:
         view = await self._access.resolve(principal.id, principal.groups)
         view.require(
@@ -77,10 +118,44 @@ class Gate:
         admission = await self._limiter.check_and_acquire(
             limits, principal=principal.id, model=model.name, key_id=principal.key_id, tokens=reserve
         )
-        return Pass(headers=admission.headers, _admission=admission)
+        gate_pass = Pass(headers=admission.headers, price=model.settings.price, _admission=admission)
+        try:
+            gate_pass._reservation = await self._reserve(
+                principal, model, op, prompt_estimate, body, request_id
+            )
+        except BaseException:
+            gate_pass.close(None)  # give the rate-limit admission back
+            raise
+        gate_pass._bank = self.bank
+        return gate_pass
+
+    async def _reserve(
+        self,
+        principal: Principal,
+        model: Model,
+        op: str,
+        prompt_estimate: int,
+        body: dict[str, Any],
+        request_id: str,
+    ) -> Reservation:
+        settings = self._settings()
+        amount = worst_case_micro(
+            model.settings.price,
+            prompt_estimate,
+            max_tokens=0 if op == "embeddings" else _int_field(body, "max_tokens"),
+            max_completion_tokens=_int_field(body, "max_completion_tokens"),
+            output_cap=model.settings.capabilities.max_output_tokens,
+            default_output_tokens=settings.billing.default_output_tokens,
+            n=_choices(body),
+        )
+        return await self.bank.reserve(
+            principal.id, amount, request_id=request_id, params=self.pool_params(principal.groups)
+        )
 
     async def aclose(self) -> None:
+        await asyncio.gather(*_PENDING, return_exceptions=True)
         await self._limiter.aclose()
+        await self.bank.aclose()
 
 
 def acknowledge_url(settings: Settings, model: str) -> str:
@@ -94,8 +169,13 @@ def _choices(body: dict[str, Any]) -> int:
 
 
 def _output_cap(body: dict[str, Any]) -> int | None:
-    for field_name in ("max_completion_tokens", "max_tokens"):
-        value = body.get(field_name)
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    return None
+    return _int_field(body, "max_completion_tokens") or _int_field(body, "max_tokens")
+
+
+def _int_field(body: dict[str, Any], name: str) -> int | None:
+    value = body.get(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

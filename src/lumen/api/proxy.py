@@ -297,8 +297,7 @@ class Proxy:
         first_chunk_at: float | None = None,
     ) -> None:
         now = time.perf_counter()
-        if call.gate_pass is not None:
-            call.gate_pass.close(usage)
+        cost = call.gate_pass.close(usage) if call.gate_pass is not None else 0
         usage = usage or {}
         self._recorder.record(
             UsageRecord(
@@ -313,7 +312,7 @@ class Proxy:
                 prompt_tokens=_int(usage.get("prompt_tokens")),
                 completion_tokens=_int(usage.get("completion_tokens")),
                 estimated=bool(usage.get("estimated", False)) or not usage,
-                cost_micro=0,
+                cost_micro=cost,
                 latency_ms=(now - call.started) * 1000,
                 ttft_ms=(first_chunk_at - call.started) * 1000 if first_chunk_at else None,
                 status=status,

@@ -68,7 +68,12 @@ async def _handle(request: Request, surface: _Surface) -> Response:
             started=started,
         )
         call.gate_pass = await state.gate.admit(
-            principal, call.model, op=surface.op, prompt_estimate=call.prompt_estimate, body=body
+            principal,
+            call.model,
+            op=surface.op,
+            prompt_estimate=call.prompt_estimate,
+            body=body,
+            request_id=request_id,
         )
     except LumenError as exc:
         # Refused before any backend was asked: still one usage record (401s are not: without a

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from lumen.access.config import EntityAccess
+from lumen.billing.config import PoolSettings
 from lumen.config_base import ConfigSection
 from lumen.limits.config import LimitSettings
 
@@ -65,6 +66,8 @@ class GroupSettings(ConfigSection):
     """Claim rules; a user whose last login's claims match all of them is a member."""
     access: EntityAccess | None = None
     """The group's model access: a default and allow/block lists (docs/access.md)."""
+    pool: PoolSettings | None = None
+    """The group's coin pool (docs/coins.md); members get the most generous of their groups."""
     rate_limits: LimitSettings | None = None
     """The group's rate limits (docs/rate-limits.md); members get the most generous of their groups."""
 

@@ -1,0 +1,64 @@
+"""The 429 ``insufficient_quota`` answer: what the pool has, what the request needs, when it can run."""
+
+from __future__ import annotations
+
+from lumen.billing.ledger import ms_to_datetime
+from lumen.billing.pools import format_coins, time_to_afford
+from lumen.billing.store import Admission
+from lumen.errors import InsufficientQuota
+
+
+def human_duration(ms: int) -> str:
+    """``90_000`` -> ``"2 minutes"``: rounded up, two units at most."""
+    seconds = -(-ms // 1000)
+    if seconds < 60:
+        return f"{seconds} second{'s' * (seconds != 1)}"
+    minutes = -(-seconds // 60)
+    units = [("day", minutes // 1440), ("hour", minutes // 60 % 24), ("minute", minutes % 60)]
+    parts = [f"{n} {name}{'s' * (n != 1)}" for name, n in units if n]
+    return " ".join(parts[:2])
+
+
+def insufficient_quota(
+    admission: Admission, needed_micro: int, *, soft: bool, now_ms: int
+) -> InsufficientQuota:
+    """The error for a refused reservation; the message says when enough coins will be there."""
+    view = admission.view
+    params = view.params
+    if admission.status == "blocked":
+        return InsufficientQuota(
+            "Your coin pool is blocked by an administrator: no requests can be made with it "
+            "until it is unblocked."
+        )
+    available = view.available_micro
+    if soft:
+        target = 1  # soft mode admits while anything is left
+        text = (
+            f"Out of coins: your balance is {format_coins(available)} coins, and requests are "
+            f"admitted while it is above zero."
+        )
+    else:
+        target = needed_micro
+        text = (
+            f"Insufficient coins: this request may cost up to {format_coins(needed_micro)} coins "
+            f"(its prompt plus max_tokens) and {format_coins(max(available, 0))} are available."
+        )
+    if view.reserved_micro:
+        text += f" {format_coins(view.reserved_micro)} coins are held by your requests in progress."
+    wait = time_to_afford(view.balance_micro, view.reserved_micro, view.carry, params, target)
+    if wait is not None:
+        at = ms_to_datetime(now_ms + wait).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+        what = "coins" if soft else "coins for this request"
+        text += (
+            f" Your pool refills {format_coins(params.refresh_micro)} coins per hour: enough {what} "
+            f"at {at} (in {human_duration(wait)})."
+        )
+    elif params.refresh_micro == 0:
+        text += " Your pool is not refilled automatically: ask an administrator for coins."
+    elif target > params.max_micro:
+        text += f" That is more than your pool can hold ({format_coins(params.max_micro)} coins)."
+    else:
+        text += " Enough coins will be available when your requests in progress finish."
+    if not soft and needed_micro > max(available, 0):
+        text += " A lower max_tokens (or max_completion_tokens) needs fewer coins."
+    return InsufficientQuota(text)

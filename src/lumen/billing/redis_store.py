@@ -1,0 +1,334 @@
+"""The Redis pool store: pools shared by every Lumen process, each operation one Lua script.
+
+Per principal, three keys with one hash tag (so they live on one Redis Cluster slot):
+
+    <prefix>{<principal>}:pool   hash: bal, at, carry, res, and the own settings os, om, or, ost
+    <prefix>{<principal>}:holds  hash: reservation id -> amount
+    <prefix>{<principal>}:exp    sorted set: reservation id scored by its expiry (epoch ms)
+
+Expiry is logical (the caller's clock, so tests can simulate time): every script first releases
+the holds whose expiry has passed, so a crashed process's reservations stop counting against the
+pool as soon as it is next touched. The keys never expire: Redis is a cache of the database, filled
+on first use (`PoolNotLoaded`), and must run with ``maxmemory-policy noeviction``.
+
+Lua numbers are IEEE doubles: integers are exact below 2^53 (9 * 10^15 micro-coins, far above the
+10^9-coin limit on amounts), and the refill's products are split so that none exceeds that (see
+``accrue`` in the script, which computes exactly what `lumen.billing.pools.accrue` computes).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.asyncio import BlockingConnectionPool, Redis
+
+from lumen.billing.pools import PoolOverrides, PoolParams, PoolStateName
+from lumen.billing.store import (
+    AdjustKind,
+    Admission,
+    AdmissionStatus,
+    Change,
+    Movement,
+    PoolNotLoaded,
+    PoolStore,
+    PoolView,
+    Seed,
+)
+
+_SCRIPT = r"""
+local pool, holds, exp = KEYS[1], KEYS[2], KEYS[3]
+local op = ARGV[1]
+local H = 3600000
+
+if op == 'seed' then
+  if redis.call('EXISTS', pool) == 1 then return 0 end
+  redis.call('DEL', holds, exp)  -- holds without their pool are stale: never count them
+  redis.call('HSET', pool, 'bal', ARGV[2], 'at', ARGV[3], 'carry', ARGV[4], 'res', 0,
+             'os', ARGV[5], 'om', ARGV[6], 'or', ARGV[7], 'ost', ARGV[8])
+  return 1
+end
+if redis.call('EXISTS', pool) == 0 then return {-1} end
+
+if op == 'overrides' then
+  redis.call('HSET', pool, 'os', ARGV[2], 'om', ARGV[3], 'or', ARGV[4], 'ost', ARGV[5])
+  return {1}
+end
+
+local now = tonumber(ARGV[2])
+local f = redis.call('HMGET', pool, 'bal', 'at', 'carry', 'res', 'os', 'om', 'or', 'ost')
+local bal, at, carry, res = tonumber(f[1]), tonumber(f[2]), tonumber(f[3]), tonumber(f[4])
+
+-- Release expired holds.
+local expired = redis.call('ZRANGEBYSCORE', exp, '-inf', now)
+for _, id in ipairs(expired) do
+  local a = redis.call('HGET', holds, id)
+  if a then res = res - tonumber(a); redis.call('HDEL', holds, id) end
+  redis.call('ZREM', exp, id)
+end
+
+if op == 'release' or op == 'renew' then
+  local a = redis.call('HGET', holds, ARGV[3])
+  local found = 0
+  if a then
+    found = 1
+    if op == 'release' then
+      res = res - tonumber(a); redis.call('HDEL', holds, ARGV[3]); redis.call('ZREM', exp, ARGV[3])
+    else
+      redis.call('ZADD', exp, ARGV[4], ARGV[3])
+    end
+  end
+  redis.call('HSET', pool, 'res', res)
+  return {found}
+end
+
+-- Effective parameters: own setting, else the inherited ones the caller passed.
+local function pick(own, inherited) if own ~= '' then return own end return inherited end
+local state = pick(f[5], ARGV[3])
+local mx = tonumber(pick(f[6], ARGV[4]))
+local rate = tonumber(pick(f[7], ARGV[5]))
+local starting = tonumber(pick(f[8], ARGV[6]))
+
+-- Floor division, corrected for the rounding of a / b in doubles.
+local function idiv(a, b)
+  local q = math.floor(a / b)
+  local r = a - q * b
+  if r < 0 then q = q - 1; r = r + b elseif r >= b then q = q + 1; r = r - b end
+  return q, r
+end
+
+-- (elapsed * rate + carry) // H without forming elapsed * rate: elapsed = q*H + r, rate = rh*H + rl.
+local function accrue()
+  if now <= at then return 0, at, carry end
+  local deficit = mx - bal
+  if deficit <= 0 or rate == 0 then return 0, now, 0 end
+  local q, r = idiv(now - at, H)
+  local rh, rl = idiv(rate, H)
+  local x, rem = idiv(r * rl + carry, H)
+  local credit = q * rate + r * rh + x
+  if credit >= deficit then return deficit, now, 0 end
+  return credit, now, rem
+end
+
+local CODES = {blocked = 0, limited = 1, unlimited = 2}
+local function codes(s) return CODES[s] or -1 end
+local function num(s) if s == '' then return -1 end return tonumber(s) end
+
+local function view(status)
+  local credit, vat, vcarry = accrue()
+  return {status, bal + credit, res, vcarry, vat, codes(state), mx, rate, starting,
+          codes(f[5]), num(f[6]), num(f[7]), num(f[8])}
+end
+
+if op == 'view' then
+  redis.call('HSET', pool, 'res', res)
+  return view(1)
+end
+
+if op == 'reserve' then
+  local soft, amount = ARGV[7] == '1', tonumber(ARGV[8])
+  local status
+  if state == 'blocked' then status = 3
+  elseif state == 'unlimited' then status = 2
+  else
+    local credit = accrue()
+    local avail = bal + credit - res
+    local ok
+    if amount == 0 then ok = true elseif soft then ok = avail > 0 else ok = avail >= amount end
+    if ok then
+      status = 1
+      if amount > 0 then
+        redis.call('HSET', holds, ARGV[9], amount)
+        redis.call('ZADD', exp, ARGV[10], ARGV[9])
+        res = res + amount
+      end
+    else
+      status = 0
+    end
+  end
+  redis.call('HSET', pool, 'res', res)
+  return view(status)
+end
+
+-- Balance-changing operations: materialise the due refill first, then the movement.
+local moves = {}
+local function move(kind, amount)
+  table.insert(moves, kind); table.insert(moves, amount); table.insert(moves, bal)
+end
+local function materialise()
+  local credit
+  credit, at, carry = accrue()
+  if credit > 0 then bal = bal + credit; move('refill', credit) end
+end
+local charged, forgiven = 0, 0
+
+if op == 'settle' then
+  local soft, id, cost = ARGV[7] == '1', ARGV[8], tonumber(ARGV[9])
+  local a = redis.call('HGET', holds, id)
+  if a then res = res - tonumber(a); redis.call('HDEL', holds, id); redis.call('ZREM', exp, id) end
+  if cost > 0 and state ~= 'unlimited' then
+    materialise()
+    charged = cost
+    if not soft then
+      local avail = bal - res
+      if avail < 0 then avail = 0 end
+      if charged > avail then charged = avail end
+    end
+    forgiven = cost - charged
+    bal = bal - charged
+    move('charge', -charged)
+  end
+elseif op == 'grant' or op == 'refund' then
+  materialise()
+  bal = bal + tonumber(ARGV[7])
+  move(op, tonumber(ARGV[7]))
+elseif op == 'set' or op == 'reset' then
+  local target = tonumber(ARGV[7])
+  if op == 'reset' then target = starting end
+  local delta = target - bal
+  if now > at then at = now end
+  carry = 0
+  bal = target
+  move(op, delta)
+else
+  return redis.error_reply('unknown op ' .. op)
+end
+
+redis.call('HSET', pool, 'bal', bal, 'at', at, 'carry', carry, 'res', res)
+local out = {1, bal, at, carry, charged, forgiven}
+for _, v in ipairs(moves) do table.insert(out, v) end
+return out
+"""
+
+_STATES: dict[int, PoolStateName] = {0: "blocked", 1: "limited", 2: "unlimited"}
+_STATUS: dict[int, AdmissionStatus] = {0: "insufficient", 1: "ok", 2: "unlimited", 3: "blocked"}
+
+
+def _opt(value: int | str | None) -> str:
+    return "" if value is None else str(value)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def redis_client(url: str, *, max_connections: int = 64, timeout: float = 10.0) -> Redis:
+    """A client for `RedisPoolStore` whose pool waits (up to `timeout` s) for a free connection
+    under a burst of requests, instead of failing with "Too many connections"."""
+    pool: BlockingConnectionPool = BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=timeout
+    )
+    return Redis(connection_pool=pool)
+
+
+class RedisPoolStore(PoolStore):
+    """Pools in Redis. `redis` is the caller's client (``redis.asyncio.Redis``); it is not closed
+    here. `prefix` namespaces the keys (e.g. per deployment, or per test)."""
+
+    def __init__(self, redis: Redis, *, prefix: str = "lumen:coins:") -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._script = redis.register_script(_SCRIPT)
+
+    def _keys(self, principal: str) -> list[str]:
+        base = f"{self._prefix}{{{principal}}}"
+        return [f"{base}:pool", f"{base}:holds", f"{base}:exp"]
+
+    async def _call(self, principal: str, *args: int | str) -> Any:
+        result = await self._script(keys=self._keys(principal), args=list(args))
+        if isinstance(result, list) and result and result[0] == -1:
+            raise PoolNotLoaded(principal)
+        return result
+
+    @staticmethod
+    def _params_args(params: PoolParams) -> tuple[str, int, int, int]:
+        return params.state, params.max_micro, params.refresh_micro, params.starting_micro
+
+    @staticmethod
+    def _view(r: list[Any]) -> PoolView:
+        def own(i: int) -> int | None:
+            return None if int(r[i]) < 0 else int(r[i])
+
+        state = int(r[9])
+        overrides = PoolOverrides(None if state < 0 else _STATES[state], own(10), own(11), own(12))
+        params = PoolParams(_STATES[int(r[5])], int(r[6]), int(r[7]), int(r[8]))
+        return PoolView(int(r[1]), int(r[2]), int(r[3]), int(r[4]), params, overrides)
+
+    @staticmethod
+    def _change(r: list[Any]) -> Change:
+        moves = tuple(Movement(_text(r[i]), int(r[i + 1]), int(r[i + 2])) for i in range(6, len(r), 3))
+        return Change(moves, int(r[1]), int(r[2]), int(r[3]), int(r[4]), int(r[5]))
+
+    async def seed(self, principal: str, seed: Seed) -> bool:
+        o = seed.overrides
+        created = await self._script(
+            keys=self._keys(principal),
+            args=[
+                "seed",
+                seed.balance_micro,
+                seed.refilled_at,
+                seed.carry,
+                _opt(o.state),
+                _opt(o.max_micro),
+                _opt(o.refresh_micro),
+                _opt(o.starting_micro),
+            ],
+        )
+        return int(created) == 1
+
+    async def reserve(
+        self,
+        principal: str,
+        *,
+        now: int,
+        params: PoolParams,
+        soft: bool,
+        amount: int,
+        hold_id: str,
+        expires_at: int,
+    ) -> Admission:
+        r = await self._call(
+            principal,
+            "reserve",
+            now,
+            *self._params_args(params),
+            "1" if soft else "0",
+            amount,
+            hold_id,
+            expires_at,
+        )
+        return Admission(_STATUS[int(r[0])], self._view(r))
+
+    async def settle(
+        self, principal: str, *, now: int, params: PoolParams, soft: bool, hold_id: str, cost: int
+    ) -> Change:
+        r = await self._call(
+            principal, "settle", now, *self._params_args(params), "1" if soft else "0", hold_id, cost
+        )
+        return self._change(r)
+
+    async def release(self, principal: str, *, now: int, hold_id: str) -> None:
+        await self._call(principal, "release", now, hold_id)
+
+    async def renew(self, principal: str, *, now: int, hold_id: str, expires_at: int) -> bool:
+        r = await self._call(principal, "renew", now, hold_id, expires_at)
+        return int(r[0]) == 1
+
+    async def adjust(
+        self, principal: str, *, now: int, params: PoolParams, kind: AdjustKind, amount: int
+    ) -> Change:
+        r = await self._call(principal, kind, now, *self._params_args(params), amount)
+        return self._change(r)
+
+    async def view(self, principal: str, *, now: int, params: PoolParams) -> PoolView:
+        return self._view(await self._call(principal, "view", now, *self._params_args(params)))
+
+    async def set_overrides(self, principal: str, overrides: PoolOverrides) -> None:
+        o = overrides
+        await self._call(
+            principal,
+            "overrides",
+            _opt(o.state),
+            _opt(o.max_micro),
+            _opt(o.refresh_micro),
+            _opt(o.starting_micro),
+        )

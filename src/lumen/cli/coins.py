@@ -1,0 +1,157 @@
+"""`lumen coins grant|set|reset|show` and `lumen audit`: coins from the Lumen host.
+
+Balances are changed through the same bank as the server's (so every movement is a ledger row).
+With `server.redis_url` set, the change reaches running servers at once; a single-process server
+without Redis keeps its balances in its own memory, so change them there through the admin API
+while it runs.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import click
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from lumen.cli.common import config_option, data_dir_option, echo_table, load, with_database
+from lumen.settings import Settings
+
+
+def _principal_option(function: click.decorators.FC) -> click.decorators.FC:
+    function = click.option("--project", "project_name", help="A project's pool (name).")(function)
+    return click.option("--user", "user_email", help="A user's pool (email).")(function)
+
+
+async def _principal(
+    engine: AsyncEngine, settings: Settings, user_email: str | None, project_name: str | None
+) -> tuple[str, tuple[str, ...]]:
+    """The pool's principal and the groups its parameters are inherited from."""
+    from lumen.identity import store
+    from lumen.identity.groups import project_groups, user_groups
+
+    settings_groups = settings.groups
+    if user_email is not None:
+        user = await store.find_user(engine=engine, email=user_email)
+        return user.principal, user_groups(settings_groups, user.email, None)
+    assert project_name is not None
+    project = await store.find_project(engine=engine, name=project_name)
+    return project.principal, project_groups(settings_groups, project.name)
+
+
+def _coins(micro: int | None) -> str:
+    return "unlimited" if micro is None else f"{Decimal(micro) / 1_000_000:f}"
+
+
+def _run(
+    settings: Settings, user_email: str | None, project_name: str | None, action: str, amount: Decimal | None
+) -> str:
+    from lumen.app import pool_store
+    from lumen.billing.bank import CoinBank
+    from lumen.billing.config import coins_to_micro, pool_resolver
+
+    if (user_email is None) == (project_name is None):
+        raise click.UsageError("give exactly one of --user or --project")
+
+    async def work(engine: AsyncEngine) -> str:
+        principal, groups = await _principal(engine, settings, user_email, project_name)
+        params = pool_resolver(settings.billing, {g.name: g.pool for g in settings.groups}).inherited(groups)
+        bank = CoinBank.from_settings(settings.billing, pool_store(settings), engine)
+        await bank.start()
+        try:
+            micro = coins_to_micro(amount) if amount is not None else 0
+            if action == "grant":
+                await bank.grant(principal, micro, params=params, actor="cli")
+            elif action == "set":
+                await bank.set_balance(principal, micro, params=params, actor="cli")
+            elif action == "reset":
+                await bank.reset(principal, params=params, actor="cli")
+            view = await bank.balance(principal, params=params)
+        finally:
+            await bank.aclose()
+        return (
+            f"{principal}: balance {_coins(view.balance_micro)} coins, reserved {_coins(view.reserved_micro)}"
+        )
+
+    return with_database(settings, work)
+
+
+@click.group()
+def coins() -> None:
+    """Coin balances of users and projects."""
+
+
+@coins.command("show")
+@_principal_option
+@config_option
+@data_dir_option
+def coins_show(
+    user_email: str | None, project_name: str | None, config: Path | None, data_dir: Path | None
+) -> None:
+    """Show a pool's balance (with the refill up to now)."""
+    click.echo(_run(load(config, **{"server.data_dir": data_dir}), user_email, project_name, "show", None))
+
+
+@coins.command("grant")
+@click.argument("amount", type=Decimal)
+@_principal_option
+@config_option
+@data_dir_option
+def coins_grant(
+    amount: Decimal,
+    user_email: str | None,
+    project_name: str | None,
+    config: Path | None,
+    data_dir: Path | None,
+) -> None:
+    """Add AMOUNT coins to a pool (a ledger row of kind grant)."""
+    click.echo(_run(load(config, **{"server.data_dir": data_dir}), user_email, project_name, "grant", amount))
+
+
+@coins.command("set")
+@click.argument("amount", type=Decimal)
+@_principal_option
+@config_option
+@data_dir_option
+def coins_set(
+    amount: Decimal,
+    user_email: str | None,
+    project_name: str | None,
+    config: Path | None,
+    data_dir: Path | None,
+) -> None:
+    """Set a pool's balance to AMOUNT coins."""
+    click.echo(_run(load(config, **{"server.data_dir": data_dir}), user_email, project_name, "set", amount))
+
+
+@coins.command("reset")
+@_principal_option
+@config_option
+@data_dir_option
+def coins_reset(
+    user_email: str | None, project_name: str | None, config: Path | None, data_dir: Path | None
+) -> None:
+    """Put a pool back to its starting balance."""
+    click.echo(_run(load(config, **{"server.data_dir": data_dir}), user_email, project_name, "reset", None))
+
+
+@click.command("audit")
+@config_option
+@data_dir_option
+def audit_command(config: Path | None, data_dir: Path | None) -> None:
+    """Recompute every balance from the ledger; exit non-zero on any difference."""
+    from lumen.billing.audit import audit
+
+    settings = load(config, **{"server.data_dir": data_dir})
+
+    async def work(engine: AsyncEngine) -> list[object]:
+        return list(await audit(engine))
+
+    found = with_database(settings, work)
+    if found:
+        echo_table([{"difference": str(d)} for d in found])
+        raise click.ClickException(f"{len(found)} balance(s) differ from the ledger")
+    click.echo("audit: every balance equals its ledger; no discrepancies")
+
+
+COMMANDS = [coins, audit_command]

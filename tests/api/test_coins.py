@@ -1,0 +1,68 @@
+"""Coins through a live Lumen: hard budgets hold under concurrency, costs are recorded exactly."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.support import ECHO, RunningLumen, model, running_lumen
+
+# One micro-coin per output token; five echoed words with max_tokens 5 cost exactly what they
+# reserve, so a pool of 50 micro-coins affords exactly ten requests.
+PRICED = model("priced", ECHO, price={"input": 0, "output": 1})
+BODY = {
+    "model": "priced",
+    "max_tokens": 5,
+    "messages": [{"role": "user", "content": "one two three four five"}],
+}
+POOL_OF_TEN = {"billing": {"default_pool": {"max": "0.00005", "starting": "0.00005", "refresh": 0}}}
+
+
+async def _burst(lumen: RunningLumen, count: int) -> list[httpx.Response]:
+    limits = httpx.Limits(max_connections=count)
+    async with httpx.AsyncClient(headers=lumen.auth, limits=limits, timeout=60) as client:
+        return await asyncio.gather(
+            *(client.post(lumen.v1 + "/chat/completions", json=BODY) for _ in range(count))
+        )
+
+
+def _ledger_and_balance(lumen: RunningLumen) -> tuple[int, Any, list[Any]]:
+    from lumen.billing.audit import audit
+    from lumen.usage.queries import recent_usage
+
+    lumen.run(lumen.state.recorder.flush())
+    lumen.run(lumen.state.gate.bank.flush())
+    rows = lumen.run(recent_usage(engine=lumen.state.engine, limit=1000))
+    principal = rows[0].principal
+    params = lumen.state.gate.pool_params(())
+    view = lumen.run(lumen.state.gate.bank.balance(principal, params=params))
+    return sum(r.cost_micro for r in rows), view, lumen.run(audit(lumen.state.engine))
+
+
+def test_200_concurrent_requests_against_a_pool_that_affords_10(tmp_path: Path) -> None:
+    with running_lumen(tmp_path, {**POOL_OF_TEN, "models": [PRICED]}) as lumen:
+        answers = asyncio.run(_burst(lumen, 200))
+        charged, view, discrepancies = _ledger_and_balance(lumen)
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses.count(200) == 10 and statuses.count(429) == 190
+    refused = next(a for a in answers if a.status_code == 429)
+    assert refused.json()["error"]["code"] == "insufficient_quota"
+    assert refused.headers["x-should-retry"] == "false"
+    assert charged == 50
+    assert view.balance_micro == 0 and view.reserved_micro == 0
+    assert discrepancies == []
+
+
+def test_the_usage_record_carries_the_exact_cost(tmp_path: Path) -> None:
+    config = {"models": [model("priced", ECHO, price={"input": 2, "output": 3})]}
+    with running_lumen(tmp_path, config) as lumen:
+        answer = httpx.post(lumen.v1 + "/chat/completions", headers=lumen.auth, json=BODY).json()
+        from lumen.usage.queries import recent_usage
+
+        lumen.run(lumen.state.recorder.flush())
+        row = lumen.run(recent_usage(engine=lumen.state.engine))[0]
+    usage = answer["usage"]
+    assert row.cost_micro == 2 * usage["prompt_tokens"] + 3 * usage["completion_tokens"]
