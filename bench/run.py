@@ -653,7 +653,7 @@ def main(argv: list[str] | None = None) -> None:
 
     pinned = (os.cpu_count() or 1) >= 2 and not args.no_pin and bool(shutil.which("taskset"))
     cores: tuple[int | None, int | None] = (0, 1) if pinned else (None, None)
-    key = "sk_bench_" + secrets.token_hex(16)
+    key = "sk_bench_" + secrets.token_hex(24)  # keys need 40+ characters after sk_
     started = dt.datetime.now(dt.UTC)
     args.stamp = started.strftime("%Y%m%dT%H%M%SZ")
     doc: dict[str, Any] = {
