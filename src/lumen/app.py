@@ -29,7 +29,7 @@ from lumen.errors import LumenError
 from lumen.identity.auth import KeyAuthenticator
 from lumen.identity.secret import load_or_create_secret
 from lumen.identity.setup import FirstStart, prepare_identity
-from lumen.limits import Limiter
+from lumen.limits import Limiter, LimiterSettings
 from lumen.ops import health
 from lumen.ops.request_id import RequestIdMiddleware
 from lumen.reload import watch_config
@@ -118,7 +118,7 @@ async def _start(
         settings=settings,
         registry=registry,
         proxy=Proxy(registry, lambda: state.settings, recorder),
-        gate=Gate(Limiter.from_settings(settings.rate_limits), access, bank, lambda: state.settings),
+        gate=Gate(Limiter.from_settings(limiter_settings(settings)), access, bank, lambda: state.settings),
         access=access,
         authenticator=KeyAuthenticator(
             engine=engine,
@@ -134,6 +134,21 @@ async def _start(
         overrides=overrides,
     )
     return state, first_start
+
+
+def limiter_settings(settings: Settings) -> LimiterSettings:
+    """With `server.redis_url` several processes serve, so the limits live in that Redis unless
+    `rate_limits` names a Redis of its own."""
+    limits = settings.rate_limits
+    if settings.server.redis_url is None or limits.redis_url is not None:
+        return limits
+    return limits.model_copy(
+        update={
+            "backend": "redis",
+            "redis_url": settings.server.redis_url,
+            "key_prefix": settings.server.redis_prefix + "rl:",
+        }
+    )
 
 
 def pool_store(settings: Settings) -> PoolStore:

@@ -94,3 +94,31 @@ def test_a_shared_budget_holds_across_three_processes(tmp_path: Path, pg_url: st
             prefix_db.delete(stale)
     assert statuses.count(200) == 10 and statuses.count(429) == 190
     assert "no discrepancies" in audit.stdout
+
+
+def test_rate_limits_hold_across_three_processes(tmp_path: Path, pg_url: str) -> None:
+    """With server.redis_url set, a limit of 6 requests per minute admits exactly 6 of 12 requests
+    sent round robin to three processes."""
+    import os
+    import uuid
+
+    import redis as redis_sync
+
+    from tests.support import TEST_KEY
+
+    redis_url = os.environ.get("LUMEN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    prefix = f"lumen-test-{uuid.uuid4().hex[:8]}:"
+    config = {
+        "server": {"redis_prefix": prefix},
+        "rate_limits": {"default": {"principal": {"rpm": 6}}},
+        "models": [model("echo", ECHO)],
+    }
+    try:
+        with lumen_cluster(tmp_path, config, count=3, database_url=pg_url, redis_url=redis_url) as cluster:
+            statuses = [_status(cluster.urls[i % 3], TEST_KEY) for i in range(12)]
+    finally:
+        client = redis_sync.Redis.from_url(redis_url)
+        for stale in client.scan_iter(prefix + "*"):
+            client.delete(stale)
+    assert statuses.count(200) == 6 and statuses.count(429) == 6
+    assert statuses[:6] == [200] * 6

@@ -57,11 +57,18 @@ class Pass:
         usage = usage or {}
         prompt, completion = _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
         cost = cost_micro(self.price, prompt, completion)
-        if self._admission is not None:
-            _in_background(self._admission.release(prompt + completion))
-        if self._reservation is not None and self._bank is not None:
-            _in_background(self._bank.settle(self._reservation, cost))
+        if self._admission is not None or self._reservation is not None:
+            _in_background(self._settle(prompt + completion, cost))
         return cost
+
+    async def _settle(self, tokens: int, cost: int) -> None:
+        # One task for both, not one each: a task is a large part of a fast request's cost.
+        try:
+            if self._admission is not None:
+                await self._admission.release(tokens)
+        finally:
+            if self._reservation is not None and self._bank is not None:
+                await self._bank.settle(self._reservation, cost)
 
 
 class Gate:
