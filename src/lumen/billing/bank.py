@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, TypeVar
@@ -145,30 +145,36 @@ class CoinBank:
         """
         check_amount(amount_micro)
         now = self._clock()
-        hold_id = uuid.uuid4().hex
+        hold_id = os.urandom(16).hex()
         expires_at = now + self.reservation_ttl_ms
         soft = self.mode == "soft"
-        task = asyncio.ensure_future(
-            self._with_pool(
+
+        def store_reserve() -> Awaitable[Admission]:
+            return self._store.reserve(
                 principal,
-                params,
-                lambda: self._store.reserve(
-                    principal,
-                    now=now,
-                    params=params,
-                    soft=soft,
-                    amount=amount_micro,
-                    hold_id=hold_id,
-                    expires_at=expires_at,
-                ),
+                now=now,
+                params=params,
+                soft=soft,
+                amount=amount_micro,
+                hold_id=hold_id,
+                expires_at=expires_at,
             )
-        )
-        try:
-            admission = await asyncio.shield(task)
-        except asyncio.CancelledError:
-            # The caller went away; if the hold was taken, give it back rather than wait for expiry.
-            task.add_done_callback(lambda t: self._release_orphan(t, principal, hold_id))
-            raise
+
+        admission: Admission | None = None
+        if self._store.runs_without_awaiting:
+            # Nothing in the call can suspend, so it cannot be cancelled half-way: no task needed.
+            try:
+                admission = await store_reserve()
+            except PoolNotLoaded:
+                admission = None
+        if admission is None:
+            task = asyncio.ensure_future(self._with_pool(principal, params, store_reserve))
+            try:
+                admission = await asyncio.shield(task)
+            except asyncio.CancelledError:
+                # The caller went away; if the hold was taken, give it back rather than wait for expiry.
+                task.add_done_callback(lambda t: self._release_orphan(t, principal, hold_id))
+                raise
         if not admission.admitted:
             raise insufficient_quota(admission, amount_micro, soft=soft, now_ms=now)
         return Reservation(

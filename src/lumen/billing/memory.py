@@ -37,6 +37,8 @@ class _Pool:
 
 
 class MemoryPoolStore(PoolStore):
+    runs_without_awaiting = True
+
     def __init__(self) -> None:
         self._pools: dict[str, _Pool] = {}
 

@@ -95,6 +95,9 @@ class PoolStore(ABC):
     """Hot pool state. ``params`` are the inherited parameters; the store applies the pool's own
     overrides on top. Every method but `seed` raises `PoolNotLoaded` for an unknown principal."""
 
+    runs_without_awaiting: bool = False
+    """True when no method ever suspends, so the bank may call it without a shielding task."""
+
     @abstractmethod
     async def seed(self, principal: str, seed: Seed) -> bool:
         """Create the pool from `seed` unless it exists; True if this call created it."""

@@ -8,6 +8,7 @@ exceptions are translated into `lumen.errors` here and nowhere else.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -58,7 +59,7 @@ class OpenAIBackend:
         return {**self._headers, "X-Request-ID": call.request_id}
 
     async def request(self, op: Operation, body: JSON, call: CallOptions) -> JSON:
-        timeout = aiohttp.ClientTimeout(total=call.request_timeout, sock_connect=call.connect_timeout)
+        timeout = _timeout(call.request_timeout, call.connect_timeout)
         try:
             async with self._session.post(
                 self._base + PATHS[op],
@@ -83,7 +84,7 @@ class OpenAIBackend:
         return parsed
 
     async def open_stream(self, op: Operation, body: JSON, call: CallOptions) -> HTTPChunkStream:
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=call.connect_timeout)
+        timeout = _timeout(None, call.connect_timeout)
         try:
             async with asyncio.timeout(call.first_token_timeout):
                 response = await self._session.post(
@@ -175,6 +176,12 @@ class HTTPChunkStream:
     async def aclose(self) -> None:
         # Closing (not releasing) the connection is what tells the upstream to stop generating.
         self._response.close()
+
+
+@functools.lru_cache(maxsize=256)
+def _timeout(total: float | None, connect: float) -> aiohttp.ClientTimeout:
+    """Timeouts are per model and few: build each once, not on every request."""
+    return aiohttp.ClientTimeout(total=total, sock_connect=connect)
 
 
 def status_error(status: int, raw: bytes) -> UpstreamStatusError:
