@@ -29,16 +29,6 @@ from lumen.upstream.registry import Model
 log = logging.getLogger(__name__)
 
 
-_PENDING: set[asyncio.Future[Any]] = set()
-
-
-def _in_background(awaitable: Any) -> None:
-    """Runs settlement work to its end even when the request's task is being cancelled."""
-    task = asyncio.ensure_future(awaitable)
-    _PENDING.add(task)  # a reference, so it is not collected before it ran
-    task.add_done_callback(_PENDING.discard)
-
-
 @dataclass(eq=False)
 class Pass:
     headers: dict[str, str]
@@ -46,6 +36,7 @@ class Pass:
     _admission: Admission | None = None
     _reservation: Reservation | None = None
     _bank: CoinBank | None = None
+    _pending: set[asyncio.Future[None]] | None = None
     _closed: bool = False
 
     def close(self, usage: dict[str, Any] | None) -> int:
@@ -58,7 +49,12 @@ class Pass:
         prompt, completion = _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
         cost = cost_micro(self.price, prompt, completion)
         if self._admission is not None or self._reservation is not None:
-            _in_background(self._settle(prompt + completion, cost))
+            # A task of its own, so the settlement runs to its end even when the request's task is
+            # being cancelled; the gate keeps a reference until it is done.
+            task = asyncio.ensure_future(self._settle(prompt + completion, cost))
+            if self._pending is not None:
+                self._pending.add(task)
+                task.add_done_callback(self._pending.discard)
         return cost
 
     async def _settle(self, tokens: int, cost: int) -> None:
@@ -78,6 +74,7 @@ class Gate:
         self._limiter = limiter
         self._access = access
         self.bank = bank
+        self._pending: set[asyncio.Future[None]] = set()
         self._pools: PoolResolver | None = None
         self._pools_for: Settings | None = None
         self._settings = settings
@@ -125,7 +122,12 @@ class Gate:
         admission = await self._limiter.check_and_acquire(
             limits, principal=principal.id, model=model.name, key_id=principal.key_id, tokens=reserve
         )
-        gate_pass = Pass(headers=admission.headers, price=model.settings.price, _admission=admission)
+        gate_pass = Pass(
+            headers=admission.headers,
+            price=model.settings.price,
+            _admission=admission,
+            _pending=self._pending,
+        )
         try:
             gate_pass._reservation = await self._reserve(
                 principal, model, op, prompt_estimate, body, request_id
@@ -160,7 +162,7 @@ class Gate:
         )
 
     async def aclose(self) -> None:
-        await asyncio.gather(*_PENDING, return_exceptions=True)
+        await asyncio.gather(*self._pending, return_exceptions=True)
         await self._limiter.aclose()
         await self.bank.aclose()
 
