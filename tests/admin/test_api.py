@@ -144,3 +144,22 @@ def test_openapi_schema_lists_every_route(lumen: RunningLumen) -> None:
             "/key_x", "/{key_id}"
         )
         assert template in paths, template
+
+
+def test_coins_grant_set_reset_and_audit(lumen: RunningLumen) -> None:
+    with _admin(lumen) as api:
+        user = api.post("/users", json={"email": "coins@example.edu"}).json()
+        before = api.get("/coins", params={"user_id": user["id"]}).json()
+        granted = api.post("/coins/grant", json={"user_id": user["id"], "amount": "2.5", "note": "workshop"})
+        assert granted.status_code == 200, granted.text
+        assert float(granted.json()["balance"]) == pytest.approx(float(before["balance"]) + 2.5, abs=0.01)
+        assert float(
+            api.post("/coins/set", json={"user_id": user["id"], "amount": "3"}).json()["balance"]
+        ) == (pytest.approx(3, abs=0.01))
+        missing = api.post("/coins/grant", json={"user_id": user["id"]})
+        assert missing.status_code == 400 and missing.json()["error"]["param"] == "amount"
+        negative = api.post("/coins/grant", json={"user_id": user["id"], "amount": "-1"})
+        assert negative.status_code == 400
+        assert api.post("/coins/reset", json={"user_id": user["id"]}).status_code == 200
+        audit = api.get("/audit").json()
+    assert audit == {"ok": True, "discrepancies": []}

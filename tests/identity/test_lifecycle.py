@@ -62,6 +62,9 @@ def test_create_use_revoke(tmp_path: Path) -> None:
 
         rows = lumen.run(recent_usage(engine=lumen.state.engine))
         assert any(r.key_id == key_id and r.principal.startswith("user:") for r in rows)
+        report = _cli(lumen, "usage", "--user", "ada@example.edu").stdout
+        assert key_id in report and "echo" in report
+        assert report.strip().splitlines()[-1].startswith("1 requests")  # the 401 left no record
 
 
 def test_disabled_user_is_403_and_enabled_again(tmp_path: Path) -> None:

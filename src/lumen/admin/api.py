@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC
-from typing import Annotated
+from decimal import Decimal
+from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -17,9 +18,11 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from lumen.admin.protocol import (
+    CoinChange,
     KeyCreate,
     KeyCreated,
     KeyPublic,
+    PoolPublic,
     ProjectCreate,
     ProjectPublic,
     ProjectUpdate,
@@ -29,8 +32,12 @@ from lumen.admin.protocol import (
     UserUpdate,
 )
 from lumen.api.errors import error_response, handle_http_exception, handle_lumen_error
+from lumen.billing.audit import audit
+from lumen.billing.config import coins_to_micro
+from lumen.billing.pools import PoolParams
 from lumen.errors import InvalidRequest, LumenError, PermissionDenied
 from lumen.identity import store
+from lumen.identity.groups import project_groups, user_groups
 from lumen.identity.principal import Principal
 from lumen.state import AppState
 from lumen.usage.queries import recent_usage
@@ -188,6 +195,54 @@ def build_admin_api(get_state: Callable[[], AppState]) -> FastAPI:
         rows = await recent_usage(engine=engine(), limit=limit, principal=principal)
         return [UsagePublic(**{f: getattr(r, f) for f in UsagePublic.model_fields}) for r in rows]
 
+    async def pool_of(user_id: int | None, project_id: int | None) -> tuple[str, PoolParams]:
+        kind, owner_id = _owner(user_id, project_id)
+        settings = get_state().settings
+        if kind == "user":
+            user = await store.get_user(engine=engine(), user_id=owner_id)
+            principal, groups = user.principal, user_groups(settings.groups, user.email, None)
+        else:
+            project = await store.get_project(engine=engine(), project_id=owner_id)
+            principal, groups = project.principal, project_groups(settings.groups, project.name)
+        return principal, get_state().gate.pool_params(groups)
+
+    async def pool_public(principal: str, params: PoolParams) -> PoolPublic:
+        view = await get_state().gate.bank.balance(principal, params=params)
+        return PoolPublic(
+            principal=principal,
+            balance=_coins(view.balance_micro),
+            reserved=_coins(view.reserved_micro),
+            available=_coins(view.available_micro),
+        )
+
+    @app.get("/coins", response_model=PoolPublic)
+    async def show_coins(_: Admin, user_id: int | None = None, project_id: int | None = None) -> PoolPublic:
+        return await pool_public(*await pool_of(user_id, project_id))
+
+    @app.post("/coins/{action}", response_model=PoolPublic)
+    async def change_coins(
+        principal: Admin, action: Literal["grant", "set", "reset"], body: CoinChange
+    ) -> PoolPublic:
+        owner, params = await pool_of(body.user_id, body.project_id)
+        bank = get_state().gate.bank
+        if action == "reset":
+            await bank.reset(owner, params=params, actor=principal.id, note=body.note)
+        else:
+            if body.amount is None:
+                raise InvalidRequest(f"'{action}' needs an amount of coins.", param="amount")
+            micro = coins_to_micro(body.amount)
+            if action == "grant":
+                await bank.grant(owner, micro, params=params, actor=principal.id, note=body.note)
+            else:
+                await bank.set_balance(owner, micro, params=params, actor=principal.id, note=body.note)
+        return await pool_public(owner, params)
+
+    @app.get("/audit")
+    async def audit_ledger(_: Admin) -> dict[str, object]:
+        await get_state().gate.bank.flush()
+        found = await audit(engine())
+        return {"ok": not found, "discrepancies": [str(d) for d in found]}
+
     async def invalid(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         first = exc.errors()[0]
@@ -202,6 +257,10 @@ def build_admin_api(get_state: Callable[[], AppState]) -> FastAPI:
 
 def _fields(obj: object) -> dict[str, object]:
     return {f: getattr(obj, f) for f in obj.__dataclass_fields__}  # type: ignore[attr-defined]
+
+
+def _coins(micro: int | None) -> Decimal:
+    return Decimal(micro or 0) / 1_000_000
 
 
 def _owner(user_id: int | None, project_id: int | None) -> tuple[str, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -92,3 +93,18 @@ class UsagePublic(BaseModel):
     cost_micro: int
     status: int
     finish_reason: str | None
+
+
+class CoinChange(_Body):
+    user_id: int | None = None
+    project_id: int | None = None
+    amount: Decimal | None = Field(default=None, ge=0, max_digits=16, decimal_places=6)
+    """Coins (up to 6 decimals); not used by `reset`."""
+    note: str | None = None
+
+
+class PoolPublic(BaseModel):
+    principal: str
+    balance: Decimal
+    reserved: Decimal
+    available: Decimal

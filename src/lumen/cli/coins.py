@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from lumen.cli.common import config_option, data_dir_option, echo_table, load, with_database
 from lumen.settings import Settings
+from lumen.usage.queries import StoredUsageRecord
 
 
 def _principal_option(function: click.decorators.FC) -> click.decorators.FC:
@@ -154,4 +155,43 @@ def audit_command(config: Path | None, data_dir: Path | None) -> None:
     click.echo("audit: every balance equals its ledger; no discrepancies")
 
 
-COMMANDS = [coins, audit_command]
+@click.command("usage")
+@_principal_option
+@click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True)
+@config_option
+@data_dir_option
+def usage_command(
+    user_email: str | None, project_name: str | None, limit: int, config: Path | None, data_dir: Path | None
+) -> None:
+    """Recent requests (everyone's, or one user's or project's) and their totals."""
+    from lumen.usage.queries import recent_usage
+
+    settings = load(config, **{"server.data_dir": data_dir})
+
+    async def work(engine: AsyncEngine) -> list[StoredUsageRecord]:
+        principal = None
+        if user_email is not None or project_name is not None:
+            principal, _ = await _principal(engine, settings, user_email, project_name)
+        return list(await recent_usage(engine=engine, limit=limit, principal=principal))
+
+    rows = with_database(settings, work)
+    echo_table(
+        [
+            {
+                "time": r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                "who": r.principal,
+                "key": r.key_id or "-",
+                "model": r.model,
+                "status": r.status,
+                "prompt": r.prompt_tokens,
+                "completion": r.completion_tokens,
+                "coins": _coins(r.cost_micro),
+            }
+            for r in rows
+        ]
+    )
+    total = sum(r.cost_micro for r in rows)
+    click.echo(f"{len(rows)} requests, {_coins(total)} coins")
+
+
+COMMANDS = [coins, audit_command, usage_command]
