@@ -63,6 +63,7 @@ def create_app(
         tasks = [
             asyncio.create_task(run_health_checks(state.registry, lambda: state.settings.routing)),
             asyncio.create_task(_flush_key_use(state)),
+            asyncio.create_task(_expire_access(state)),
         ]
         if config_path is not None and settings.server.reload_interval > 0:
             tasks.append(asyncio.create_task(watch_config(state)))
@@ -157,6 +158,14 @@ def pool_store(settings: Settings) -> PoolStore:
         return MemoryPoolStore()
     client = redis_client(settings.server.redis_url.get_secret_value())
     return RedisPoolStore(client, prefix=settings.server.redis_prefix + "coins:")
+
+
+async def _expire_access(state: AppState) -> None:
+    """Drops the cached access decisions as often as the cached keys, so an acknowledgement or
+    a rule changed through another process is honoured here within the same bound."""
+    while True:
+        await asyncio.sleep(max(state.settings.server.auth_cache_seconds, 0.05))
+        state.access.invalidate()
 
 
 async def _flush_key_use(state: AppState) -> None:

@@ -72,8 +72,8 @@ class ServerSettings(ConfigSection):
     redis_prefix: str = Field(default="lumen:", min_length=1)
     """Prefix of every Redis key Lumen writes, so several instances can share one Redis."""
     auth_cache_seconds: float = Field(default=1.0, ge=0, le=60)
-    """How long a process trusts its cached view of a key; revocations reach every process
-    within this time."""
+    """How long a process trusts its cached view of a key and of access decisions; revocations,
+    disabled accounts, acknowledgements and access rules reach every process within this time."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Log verbosity."""
     reload_interval: float = Field(default=1.0, ge=0)

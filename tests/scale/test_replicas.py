@@ -122,3 +122,28 @@ def test_rate_limits_hold_across_three_processes(tmp_path: Path, pg_url: str) ->
             client.delete(stale)
     assert statuses.count(200) == 6 and statuses.count(429) == 6
     assert statuses[:6] == [200] * 6
+
+
+def test_an_acknowledgement_made_in_one_process_is_honoured_by_the_others(
+    tmp_path: Path, pg_url: str
+) -> None:
+    from tests.support import TEST_KEY
+
+    careful = model("careful", ECHO, access={"acknowledge": True, "notice": "Read me."})
+    config = {"server": {"auth_cache_seconds": 0.5}, "models": [careful]}
+    body = {"model": "careful", "messages": [{"role": "user", "content": "hi"}]}
+    headers = {"Authorization": f"Bearer {TEST_KEY}"}
+    with lumen_cluster(tmp_path, config, count=3, database_url=pg_url) as cluster:
+        before = [
+            httpx.post(u + "/v1/chat/completions", headers=headers, json=body).status_code
+            for u in cluster.urls
+        ]
+        done = httpx.post(cluster.urls[0] + "/v1/models/careful/acknowledge", headers=headers)
+        assert done.status_code == 200, done.text
+        time.sleep(0.5 * 1.5)  # auth_cache_seconds, plus a margin
+        after = [
+            httpx.post(u + "/v1/chat/completions", headers=headers, json=body).status_code
+            for u in cluster.urls
+        ]
+    assert before == [403, 403, 403]
+    assert after == [200, 200, 200]
