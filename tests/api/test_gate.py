@@ -100,3 +100,22 @@ def test_group_limits_apply_to_members(tmp_path: Path) -> None:
     with running_lumen(tmp_path, config) as lumen:
         statuses = [_post(lumen).status_code for _ in range(6)]
     assert statuses == [200] * 5 + [429]
+
+
+def test_rate_limit_headers_on_the_model_list_and_on_refusals(tmp_path: Path) -> None:
+    config = {
+        "rate_limits": {"default": {"principal": {"rpm": 5, "tpm": 10_000}}},
+        "models": [model("echo", ECHO)],
+    }
+    with running_lumen(tmp_path, config) as lumen:
+        _post(lumen)
+        listed = httpx.get(lumen.v1 + "/models", headers=lumen.auth)
+        detail = httpx.get(lumen.v1 + "/models/echo", headers=lumen.auth)
+        unknown = _post(lumen, {**CHAT, "model": "nope"})
+        after = _post(lumen)
+    for response in (listed, detail, unknown):
+        assert response.headers["x-ratelimit-limit-requests"] == "5", response.text
+        assert response.headers["x-ratelimit-limit-tokens"] == "10000"
+    # Looking spends nothing: one request before and one after the three that only looked.
+    assert listed.headers["x-ratelimit-remaining-requests"] == "4"
+    assert after.headers["x-ratelimit-remaining-requests"] == "3"

@@ -161,6 +161,12 @@ class Gate:
             principal.id, amount, request_id=request_id, params=self.pool_params(principal.groups)
         )
 
+    async def peek_headers(self, principal: Principal, model: str | None = None) -> dict[str, str]:
+        """The caller's `x-ratelimit-*` headers as they stand, spending nothing: for responses
+        that are not limited themselves (the model list) and for refusals before admission."""
+        limits = self._limits_resolver().resolve(principal.groups, None, model)
+        return await self._limiter.peek(limits, principal=principal.id, model=model, key_id=principal.key_id)
+
     async def aclose(self) -> None:
         await asyncio.gather(*self._pending, return_exceptions=True)
         await self._limiter.aclose()

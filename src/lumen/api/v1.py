@@ -79,9 +79,10 @@ async def _handle(request: Request, surface: _Surface) -> Response:
         # Refused before any backend was asked: still one usage record (401s are not: without a
         # key there is nobody to attribute them to, and anyone could fill the table with them).
         model = body.get("model")
-        state.proxy.record_refusal(
-            principal, request_id, surface.op, model if isinstance(model, str) else "", exc, started
-        )
+        model_name = model if isinstance(model, str) else ""
+        state.proxy.record_refusal(principal, request_id, surface.op, model_name, exc, started)
+        if "x-ratelimit-limit-requests" not in exc.headers:
+            exc.headers.update(await state.gate.peek_headers(principal, model_name or None))
         raise
     if stream:
         return await state.proxy.stream(call)
@@ -110,7 +111,9 @@ async def list_models(request: Request) -> Response:
         model = state.registry.get(decision.model)
         if model is not None:
             cards.append({**model_card(model.settings), **view.model_fields(decision.model)})
-    return _json({"object": "list", "data": cards})
+    response = _json({"object": "list", "data": cards})
+    response.headers.update(await state.gate.peek_headers(principal))
+    return response
 
 
 async def get_model(request: Request) -> Response:
@@ -123,7 +126,9 @@ async def get_model(request: Request) -> Response:
         raise ModelNotFound(name)
     view = await state.access.resolve(principal.id, principal.groups)
     view.retrieve(name, key_models=principal.models)
-    return _json({**model_card(model.settings), **view.model_fields(name)})
+    response = _json({**model_card(model.settings), **view.model_fields(name)})
+    response.headers.update(await state.gate.peek_headers(principal, name))
+    return response
 
 
 async def acknowledge_model(request: Request) -> Response:
