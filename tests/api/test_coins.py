@@ -66,3 +66,49 @@ def test_the_usage_record_carries_the_exact_cost(tmp_path: Path) -> None:
         row = lumen.run(recent_usage(engine=lumen.state.engine))[0]
     usage = answer["usage"]
     assert row.cost_micro == 2 * usage["prompt_tokens"] + 3 * usage["completion_tokens"]
+
+
+def test_a_stream_cut_by_the_client_is_billed_for_what_was_generated(tmp_path: Path) -> None:
+    words = " ".join(f"w{i}" for i in range(40))
+    body = {
+        "model": "priced",
+        "stream": True,
+        "max_tokens": 40,
+        "messages": [{"role": "user", "content": f"[[echo:slow:50]] {words}"}],
+    }
+    with running_lumen(tmp_path, {"models": [PRICED]}) as lumen:
+        received = 0
+        with httpx.stream(
+            "POST", lumen.v1 + "/chat/completions", headers=lumen.auth, json=body, timeout=30
+        ) as response:
+            for line in response.iter_lines():
+                if line.startswith("data: ") and '"content":"' in line and '"content":""' not in line:
+                    received += 1
+                    if received == 5:
+                        break
+        from lumen.usage.queries import recent_usage
+
+        row = None
+        for _ in range(100):  # the server notices the disconnect and settles on its own
+            lumen.run(lumen.state.recorder.flush())
+            rows = lumen.run(recent_usage(engine=lumen.state.engine))
+            if rows:
+                row = rows[0]
+                break
+            import time
+
+            time.sleep(0.05)
+        assert row is not None
+        lumen.run(lumen.state.gate.bank.flush())
+        view = lumen.run(
+            lumen.state.gate.bank.balance(row.principal, params=lumen.state.gate.pool_params(()))
+        )
+        from lumen.billing.audit import audit
+
+        discrepancies = lumen.run(audit(lumen.state.engine))
+    assert row.status == 499
+    # One micro-coin per generated token: at least what the client saw, far less than the 40 asked.
+    assert 5 <= row.completion_tokens < 40
+    assert row.cost_micro == row.completion_tokens
+    assert view.reserved_micro == 0  # the reservation was settled, not left hanging
+    assert discrepancies == []
