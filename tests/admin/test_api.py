@@ -15,7 +15,10 @@ CHAT = {"model": "echo", "messages": [{"role": "user", "content": "hi"}]}
 
 @pytest.fixture(scope="module")
 def lumen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLumen]:
-    config = {"server": {"auth_cache_seconds": 0}, "models": [model("echo", ECHO)]}
+    config = {
+        "server": {"auth_cache_seconds": 0},
+        "models": [model("echo", ECHO), model("priced", ECHO, price={"input": 1, "output": 1})],
+    }
     with running_lumen(tmp_path_factory.mktemp("admin"), config) as running:
         yield running
 
@@ -163,3 +166,27 @@ def test_coins_grant_set_reset_and_audit(lumen: RunningLumen) -> None:
         assert api.post("/coins/reset", json={"user_id": user["id"]}).status_code == 200
         audit = api.get("/audit").json()
     assert audit == {"ok": True, "discrepancies": []}
+
+
+def test_per_user_access_rule_and_pool_settings(lumen: RunningLumen) -> None:
+    with _admin(lumen) as api:
+        user = api.post("/users", json={"email": "ruled@example.edu"}).json()
+        key = api.post("/keys", json={"user_id": user["id"]}).json()["key"]
+        headers = {"Authorization": f"Bearer {key}"}
+
+        def chat(name: str) -> httpx.Response:
+            body = {"model": name, "messages": [{"role": "user", "content": "hi"}]}
+            return httpx.post(lumen.v1 + "/chat/completions", headers=headers, json=body)
+
+        assert chat("echo").status_code == 200
+        assert api.put("/access", params={"user_id": user["id"]}, json={"block": ["echo"]}).status_code == 204
+        assert chat("echo").status_code == 404  # blocked by the user's own rule: hidden
+        assert api.put("/access", params={"user_id": user["id"]}, json={}).status_code == 204
+        assert chat("echo").status_code == 200
+
+        blocked = api.put("/coins/settings", params={"user_id": user["id"]}, json={"state": "blocked"})
+        assert blocked.status_code == 200, blocked.text
+        refused = chat("priced")
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "insufficient_quota"
+        bad = api.put("/coins/settings", params={"user_id": user["id"]}, json={"state": "generous"})
+        assert bad.status_code == 400

@@ -17,11 +17,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
+from lumen.access import store as access_store
+from lumen.access.config import EntityAccess
 from lumen.admin.protocol import (
     CoinChange,
     KeyCreate,
     KeyCreated,
     KeyPublic,
+    PoolOverridesBody,
     PoolPublic,
     ProjectCreate,
     ProjectPublic,
@@ -34,7 +37,7 @@ from lumen.admin.protocol import (
 from lumen.api.errors import error_response, handle_http_exception, handle_lumen_error
 from lumen.billing.audit import audit
 from lumen.billing.config import coins_to_micro
-from lumen.billing.pools import PoolParams
+from lumen.billing.pools import PoolOverrides, PoolParams
 from lumen.errors import InvalidRequest, LumenError, PermissionDenied
 from lumen.identity import store
 from lumen.identity.groups import project_groups, user_groups
@@ -236,6 +239,38 @@ def build_admin_api(get_state: Callable[[], AppState]) -> FastAPI:
             else:
                 await bank.set_balance(owner, micro, params=params, actor=principal.id, note=body.note)
         return await pool_public(owner, params)
+
+    @app.put("/coins/settings", response_model=PoolPublic)
+    async def set_pool_settings(
+        _: Admin, body: PoolOverridesBody, user_id: int | None = None, project_id: int | None = None
+    ) -> PoolPublic:
+        owner, params = await pool_of(user_id, project_id)
+
+        def micro(value: Decimal | None) -> int | None:
+            return None if value is None else coins_to_micro(value)
+
+        overrides = PoolOverrides(
+            state=body.state,
+            max_micro=micro(body.max),
+            refresh_micro=micro(body.refresh),
+            starting_micro=micro(body.starting),
+        )
+        await get_state().gate.bank.set_pool_settings(owner, overrides, params=params)
+        return await pool_public(owner, params)
+
+    @app.put("/access", status_code=204)
+    async def set_access_rule(
+        principal: Admin, body: EntityAccess, user_id: int | None = None, project_id: int | None = None
+    ) -> Response:
+        """A user's or project's own model access rule (an empty body removes it)."""
+        kind, owner_id = _owner(user_id, project_id)
+        if kind == "user":
+            target = (await store.get_user(engine=engine(), user_id=owner_id)).principal
+        else:
+            target = (await store.get_project(engine=engine(), project_id=owner_id)).principal
+        await access_store.set_rule(engine=engine(), principal=target, rule=body, actor=principal.id)
+        get_state().access.invalidate(target)
+        return Response(status_code=204)
 
     @app.get("/audit")
     async def audit_ledger(_: Admin) -> dict[str, object]:

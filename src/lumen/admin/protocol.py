@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -108,3 +109,13 @@ class PoolPublic(BaseModel):
     balance: Decimal
     reserved: Decimal
     available: Decimal
+
+
+class PoolOverridesBody(_Body):
+    """A user's or project's own pool settings; a field left out is inherited from the groups."""
+
+    state: Literal["limited", "unlimited", "blocked"] | None = None
+    max: Decimal | None = Field(default=None, ge=0, max_digits=16, decimal_places=6)
+    refresh: Decimal | None = Field(default=None, ge=0, max_digits=16, decimal_places=6)
+    """Coins per hour."""
+    starting: Decimal | None = Field(default=None, ge=0, max_digits=16, decimal_places=6)
