@@ -112,3 +112,23 @@ def test_a_stream_cut_by_the_client_is_billed_for_what_was_generated(tmp_path: P
     assert row.cost_micro == row.completion_tokens
     assert view.reserved_micro == 0  # the reservation was settled, not left hanging
     assert discrepancies == []
+
+
+def test_a_keys_coin_cap_holds_on_top_of_its_owners_pool(tmp_path: Path) -> None:
+    with running_lumen(tmp_path, {"models": [PRICED]}) as lumen:
+        api = httpx.Client(base_url=lumen.url + "/api/admin", headers=lumen.auth)
+        user = api.post("/users", json={"email": "capped@example.edu"}).json()
+        created = api.post("/keys", json={"user_id": user["id"], "coin_cap": "0.00001"}).json()  # 10 micro
+        assert created["coin_cap"] == "0.00001"
+        headers = {"Authorization": f"Bearer {created['key']}"}
+        statuses = [
+            httpx.post(lumen.v1 + "/chat/completions", headers=headers, json=BODY).status_code
+            for _ in range(3)
+        ]
+        uncapped = api.post("/keys", json={"user_id": user["id"]}).json()["key"]
+        other = httpx.post(
+            lumen.v1 + "/chat/completions", headers={"Authorization": f"Bearer {uncapped}"}, json=BODY
+        )
+        api.close()
+    assert statuses == [200, 200, 429]  # 5 micro-coins each: the cap of 10 affords two
+    assert other.status_code == 200  # the owner's pool still has coins; only the key is capped

@@ -182,6 +182,7 @@ def build_admin_api(get_state: Callable[[], AppState]) -> FastAPI:
             expires_at=expires,
             models=body.models,
             created_by=_user_id(principal),
+            coin_cap_micro=None if body.coin_cap is None else coins_to_micro(body.coin_cap),
         )
         return KeyCreated(**_key_public(key).model_dump(), key=plain)
 
@@ -320,4 +321,5 @@ def _key_public(key: store.ApiKey) -> KeyPublic:
         expires_at=key.expires_at,
         revoked_at=key.revoked_at,
         models=key.models,
+        coin_cap=None if key.coin_cap_micro is None else _coins(key.coin_cap_micro),
     )

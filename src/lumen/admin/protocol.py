@@ -61,6 +61,8 @@ class KeyCreate(_Body):
     name: str = ""
     expires_at: datetime | None = None
     models: list[str] | None = None
+    coin_cap: Decimal | None = Field(default=None, ge=0, max_digits=16, decimal_places=6)
+    """Most coins this key may ever spend (on top of its owner's pool)."""
 
 
 class KeyPublic(BaseModel):
@@ -73,6 +75,7 @@ class KeyPublic(BaseModel):
     expires_at: datetime | None
     revoked_at: datetime | None
     models: list[str] | None
+    coin_cap: Decimal | None = None
 
 
 class KeyCreated(KeyPublic):

@@ -34,7 +34,7 @@ class Pass:
     headers: dict[str, str]
     price: Price
     _admission: Admission | None = None
-    _reservation: Reservation | None = None
+    _reservations: tuple[Reservation, ...] = ()
     _bank: CoinBank | None = None
     _pending: set[asyncio.Future[None]] | None = None
     _closed: bool = False
@@ -48,7 +48,7 @@ class Pass:
         usage = usage or {}
         prompt, completion = _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
         cost = cost_micro(self.price, prompt, completion)
-        if self._admission is not None or self._reservation is not None:
+        if self._admission is not None or self._reservations:
             # A task of its own, so the settlement runs to its end even when the request's task is
             # being cancelled; the gate keeps a reference until it is done.
             task = asyncio.ensure_future(self._settle(prompt + completion, cost))
@@ -63,8 +63,9 @@ class Pass:
             if self._admission is not None:
                 await self._admission.release(tokens)
         finally:
-            if self._reservation is not None and self._bank is not None:
-                await self._bank.settle(self._reservation, cost)
+            if self._bank is not None:
+                for reservation in self._reservations:
+                    await self._bank.settle(reservation, cost)
 
 
 class Gate:
@@ -129,7 +130,7 @@ class Gate:
             _pending=self._pending,
         )
         try:
-            gate_pass._reservation = await self._reserve(
+            gate_pass._reservations = await self._reserve(
                 principal, model, op, prompt_estimate, body, request_id
             )
         except BaseException:
@@ -146,7 +147,9 @@ class Gate:
         prompt_estimate: int,
         body: dict[str, Any],
         request_id: str,
-    ) -> Reservation:
+    ) -> tuple[Reservation, ...]:
+        """Holds the worst-case cost in the user's or project's pool and, for a key with a coin
+        cap, in the key's own pool (`key:<id>`: the cap, never refilled)."""
         settings = self._settings()
         amount = worst_case_micro(
             model.settings.price,
@@ -157,9 +160,24 @@ class Gate:
             default_output_tokens=settings.billing.default_output_tokens,
             n=_choices(body),
         )
-        return await self.bank.reserve(
+        owner = await self.bank.reserve(
             principal.id, amount, request_id=request_id, params=self.pool_params(principal.groups)
         )
+        if principal.coin_cap_micro is None or principal.key_id is None:
+            return (owner,)
+        cap = principal.coin_cap_micro
+        try:
+            key = await self.bank.reserve(
+                f"key:{principal.key_id}",
+                amount,
+                request_id=request_id,
+                params=PoolParams("limited", cap, 0, cap),
+                actor=principal.id,
+            )
+        except BaseException:
+            await self.bank.release(owner)
+            raise
+        return (owner, key)
 
     async def peek_headers(self, principal: Principal, model: str | None = None) -> dict[str, str]:
         """The caller's `x-ratelimit-*` headers as they stand, spending nothing: for responses

@@ -8,11 +8,13 @@ as `lumen serve`. Running servers see key revocations and disabled accounts with
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import click
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from lumen.billing.config import coins_to_micro
 from lumen.cli.common import config_option, data_dir_option, echo_table, load, secret_of, with_database
 from lumen.identity import store
 
@@ -96,6 +98,7 @@ def keys() -> None:
     help="Expiry date (UTC), e.g. 2027-06-30.",
 )
 @click.option("--models", help="Comma-separated models the key may use (default: all the owner may use).")
+@click.option("--coin-cap", type=Decimal, help="Most coins this key may ever spend.")
 @config_option
 @data_dir_option
 def keys_create(
@@ -104,6 +107,7 @@ def keys_create(
     name: str,
     expires: datetime | None,
     models: str | None,
+    coin_cap: Decimal | None,
     config: Path | None,
     data_dir: Path | None,
 ) -> None:
@@ -128,6 +132,7 @@ def keys_create(
             name=name,
             expires_at=expires.replace(tzinfo=UTC) if expires else None,
             models=model_list,
+            coin_cap_micro=None if coin_cap is None else coins_to_micro(coin_cap),
         )
 
     key, plain = with_database(settings, work)
