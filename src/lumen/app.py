@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -134,6 +135,7 @@ async def _start(
         config_path=config_path,
         overrides=overrides,
     )
+    await state.gate.reload_limit_overrides(engine)
     return state, first_start
 
 
@@ -166,6 +168,10 @@ async def _expire_access(state: AppState) -> None:
     while True:
         await asyncio.sleep(max(state.settings.server.auth_cache_seconds, 0.05))
         state.access.invalidate()
+        try:
+            await state.gate.reload_limit_overrides(state.engine)
+        except SQLAlchemyError:
+            log.exception("could not reload the rate-limit overrides; keeping the last ones")
 
 
 async def _flush_key_use(state: AppState) -> None:

@@ -190,3 +190,30 @@ def test_per_user_access_rule_and_pool_settings(lumen: RunningLumen) -> None:
         assert refused.status_code == 429 and refused.json()["error"]["code"] == "insufficient_quota"
         bad = api.put("/coins/settings", params={"user_id": user["id"]}, json={"state": "generous"})
         assert bad.status_code == 400
+
+
+def test_a_users_own_rate_limits_beat_the_default(lumen: RunningLumen) -> None:
+    with _admin(lumen) as api:
+        user = api.post("/users", json={"email": "limited@example.edu"}).json()
+        key = api.post("/keys", json={"user_id": user["id"]}).json()["key"]
+        headers = {"Authorization": f"Bearer {key}"}
+        body = {"model": "echo", "messages": [{"role": "user", "content": "hi"}]}
+
+        def statuses(count: int) -> list[int]:
+            return [
+                httpx.post(lumen.v1 + "/chat/completions", headers=headers, json=body).status_code
+                for _ in range(count)
+            ]
+
+        assert statuses(3) == [200, 200, 200]  # the default: unlimited
+        assert (
+            api.put(
+                "/rate-limits", params={"user_id": user["id"]}, json={"principal": {"rpm": 4}}
+            ).status_code
+            == 204
+        )
+        assert statuses(5) == [200, 200, 200, 200, 429]
+        assert api.put("/rate-limits", params={"user_id": user["id"]}, json={}).status_code == 204
+        assert statuses(2) == [200, 200]
+        bad = api.put("/rate-limits", params={"user_id": user["id"]}, json={"principal": {"rpm": 0}})
+        assert bad.status_code == 400

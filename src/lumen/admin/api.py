@@ -42,6 +42,8 @@ from lumen.errors import InvalidRequest, LumenError, PermissionDenied
 from lumen.identity import store
 from lumen.identity.groups import project_groups, user_groups
 from lumen.identity.principal import Principal
+from lumen.limits.config import LimitSettings
+from lumen.limits.store import set_override as set_limit_override
 from lumen.state import AppState
 from lumen.usage.queries import recent_usage
 
@@ -271,6 +273,20 @@ def build_admin_api(get_state: Callable[[], AppState]) -> FastAPI:
             target = (await store.get_project(engine=engine(), project_id=owner_id)).principal
         await access_store.set_rule(engine=engine(), principal=target, rule=body, actor=principal.id)
         get_state().access.invalidate(target)
+        return Response(status_code=204)
+
+    @app.put("/rate-limits", status_code=204)
+    async def set_rate_limits(
+        principal: Admin, body: LimitSettings, user_id: int | None = None, project_id: int | None = None
+    ) -> Response:
+        """A user's or project's own rate limits; fields left out are inherited, `{}` removes them."""
+        kind, owner_id = _owner(user_id, project_id)
+        if kind == "user":
+            target = (await store.get_user(engine=engine(), user_id=owner_id)).principal
+        else:
+            target = (await store.get_project(engine=engine(), project_id=owner_id)).principal
+        await set_limit_override(engine=engine(), principal=target, limits=body, actor=principal.id)
+        await get_state().gate.reload_limit_overrides(engine())
         return Response(status_code=204)
 
     @app.get("/audit")

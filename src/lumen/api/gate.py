@@ -16,13 +16,16 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from lumen.access.resolver import AccessResolver
 from lumen.billing.bank import CoinBank, Reservation
 from lumen.billing.config import pool_resolver
 from lumen.billing.pools import PoolParams, PoolResolver
 from lumen.billing.prices import cost_micro, worst_case_micro
 from lumen.identity.principal import Principal
-from lumen.limits import Admission, Limiter, LimitResolver, tokens_to_reserve
+from lumen.limits import Admission, Limiter, LimitResolver, LimitSettings, tokens_to_reserve
+from lumen.limits.store import all_overrides
 from lumen.settings import Price, Settings
 from lumen.upstream.registry import Model
 
@@ -76,6 +79,7 @@ class Gate:
         self._access = access
         self.bank = bank
         self._pending: set[asyncio.Future[None]] = set()
+        self._limit_overrides: dict[str, LimitSettings] = {}
         self._pools: PoolResolver | None = None
         self._pools_for: Settings | None = None
         self._settings = settings
@@ -89,6 +93,9 @@ class Gate:
             self._pools = pool_resolver(settings.billing, {g.name: g.pool for g in settings.groups})
             self._pools_for = settings
         return self._pools.inherited(groups)
+
+    async def reload_limit_overrides(self, engine: AsyncEngine) -> None:
+        self._limit_overrides = await all_overrides(engine=engine)
 
     def _limits_resolver(self) -> LimitResolver:
         settings = self._settings()
@@ -113,7 +120,8 @@ class Gate:
             acknowledge_url=acknowledge_url(self._settings(), model.name),
             key_models=principal.models,
         )
-        limits = self._limits_resolver().resolve(principal.groups, None, model.name)
+        own = self._limit_overrides.get(principal.id)
+        limits = self._limits_resolver().resolve(principal.groups, own, model.name)
         reserve = tokens_to_reserve(
             prompt_estimate,
             0 if op == "embeddings" else _output_cap(body),
@@ -182,7 +190,9 @@ class Gate:
     async def peek_headers(self, principal: Principal, model: str | None = None) -> dict[str, str]:
         """The caller's `x-ratelimit-*` headers as they stand, spending nothing: for responses
         that are not limited themselves (the model list) and for refusals before admission."""
-        limits = self._limits_resolver().resolve(principal.groups, None, model)
+        limits = self._limits_resolver().resolve(
+            principal.groups, self._limit_overrides.get(principal.id), model
+        )
         return await self._limiter.peek(limits, principal=principal.id, model=model, key_id=principal.key_id)
 
     async def aclose(self) -> None:

@@ -293,3 +293,17 @@ class CoinLedgerRow(Base):
 
 coin_pools: Table = Base.metadata.tables["coin_pools"]
 coin_ledger: Table = Base.metadata.tables["coin_ledger"]
+
+
+class RateLimitOverrideRow(Base):
+    """A user's or project's own rate limits (`LimitSettings` as JSON; left-out fields inherit)."""
+
+    __tablename__ = "rate_limit_overrides"
+
+    principal: Mapped[str] = mapped_column(String, primary_key=True)
+    limits: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_by: Mapped[str | None] = mapped_column(String)
+
+
+rate_limit_overrides: Table = Base.metadata.tables["rate_limit_overrides"]
