@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 
 from lumen.access.resolver import AccessResolver
 from lumen.admin.api import build_admin_api
@@ -30,7 +31,7 @@ from lumen.errors import LumenError
 from lumen.identity.auth import KeyAuthenticator
 from lumen.identity.secret import load_or_create_secret
 from lumen.identity.setup import FirstStart, prepare_identity
-from lumen.limits import Limiter, LimiterSettings
+from lumen.limits import HEADER_NAMES, Limiter, LimiterSettings
 from lumen.ops import health
 from lumen.ops.request_id import RequestIdMiddleware
 from lumen.reload import watch_config
@@ -84,7 +85,7 @@ def create_app(
 
     app = Starlette(
         routes=[*v1.routes(), *health.routes()],
-        middleware=[Middleware(RequestIdMiddleware)],
+        middleware=[Middleware(RequestIdMiddleware), *_cors(settings)],
         exception_handlers={
             LumenError: handle_lumen_error,
             HTTPException: handle_http_exception,
@@ -94,6 +95,24 @@ def create_app(
     )
     app.mount("/api/admin", build_admin_api(lambda: app.state.lumen))
     return app
+
+
+def _cors(settings: Settings) -> list[Middleware]:
+    """Browser clients (openai-node in a page, web chat tools) need CORS, and need to read the
+    rate-limit and request-id headers."""
+    if not settings.server.cors_origins:
+        return []
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=settings.server.cors_origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["*"],
+            expose_headers=["x-request-id", "retry-after", "retry-after-ms", *sorted(HEADER_NAMES)],
+            allow_credentials=False,
+            max_age=600,
+        )
+    ]
 
 
 async def _start(

@@ -66,6 +66,9 @@ class ServerSettings(ConfigSection):
     secret_key: SecretStr | None = None
     """The secret that keys API-key hashes; generated into the data directory if unset. Every
     process of one instance needs the same one."""
+    cors_origins: list[str] = Field(default_factory=list)
+    """Web origins (e.g. `https://chat.example.edu`) whose pages may call /v1 from a browser;
+    `["*"]` allows any. Empty: no cross-origin calls."""
     redis_url: SecretStr | None = None
     """Redis (e.g. `redis://127.0.0.1:6379/0`), needed when more than one Lumen process serves: coin
     balances and reservations are then shared through it."""
