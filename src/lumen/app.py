@@ -32,7 +32,8 @@ from lumen.identity.auth import KeyAuthenticator
 from lumen.identity.secret import load_or_create_secret
 from lumen.identity.setup import FirstStart, prepare_identity
 from lumen.limits import HEADER_NAMES, Limiter, LimiterSettings
-from lumen.ops import health
+from lumen.ops import health, metrics
+from lumen.ops.metrics import Metrics
 from lumen.ops.request_id import RequestIdMiddleware
 from lumen.reload import watch_config
 from lumen.settings import Settings, environment
@@ -84,7 +85,7 @@ def create_app(
             await _stop(state)
 
     app = Starlette(
-        routes=[*v1.routes(), *health.routes()],
+        routes=[*v1.routes(), *health.routes(), *metrics.routes()],
         middleware=[Middleware(RequestIdMiddleware), *_cors(settings)],
         exception_handlers={
             LumenError: handle_lumen_error,
@@ -135,12 +136,14 @@ async def _start(
     access = AccessResolver(engine=engine)
     configure_access(access, settings)
     await access.load()
+    metrics_of_state = Metrics(lambda: state)
     state = AppState(
         settings=settings,
         registry=registry,
-        proxy=Proxy(registry, lambda: state.settings, recorder),
+        proxy=Proxy(registry, lambda: state.settings, recorder, metrics_of_state.observe),
         gate=Gate(Limiter.from_settings(limiter_settings(settings)), access, bank, lambda: state.settings),
         access=access,
+        metrics=metrics_of_state,
         authenticator=KeyAuthenticator(
             engine=engine,
             secret=secret,

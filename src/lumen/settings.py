@@ -42,6 +42,7 @@ ENV_SHORTCUTS = {
     "LUMEN_BOOTSTRAP_KEY": ("server", "bootstrap_key"),
     "LUMEN_SECRET_KEY": ("server", "secret_key"),
     "LUMEN_REDIS_URL": ("server", "redis_url"),
+    "LUMEN_METRICS_TOKEN": ("server", "metrics_token"),
     "LUMEN_LOG_LEVEL": ("server", "log_level"),
 }
 
@@ -66,6 +67,8 @@ class ServerSettings(ConfigSection):
     secret_key: SecretStr | None = None
     """The secret that keys API-key hashes; generated into the data directory if unset. Every
     process of one instance needs the same one."""
+    metrics_token: SecretStr | None = None
+    """A bearer token for Prometheus to scrape `/metrics`; without one `/metrics` is off."""
     cors_origins: list[str] = Field(default_factory=list)
     """Web origins (e.g. `https://chat.example.edu`) whose pages may call /v1 from a browser;
     `["*"]` allows any. Empty: no cross-origin calls."""

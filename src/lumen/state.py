@@ -17,6 +17,7 @@ from lumen.api.gate import Gate
 from lumen.api.proxy import Proxy
 from lumen.identity.auth import KeyAuthenticator
 from lumen.identity.principal import Principal
+from lumen.ops.metrics import Metrics
 from lumen.settings import Settings
 from lumen.upstream.registry import Registry
 from lumen.usage.recorder import UsageRecorder
@@ -31,6 +32,7 @@ class AppState:
     proxy: Proxy
     gate: Gate
     access: AccessResolver
+    metrics: Metrics
     authenticator: KeyAuthenticator
     recorder: UsageRecorder
     engine: AsyncEngine

@@ -64,11 +64,24 @@ class Call:
 
 
 class Proxy:
-    def __init__(self, registry: Registry, settings: Callable[[], Settings], recorder: UsageRecorder) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        settings: Callable[[], Settings],
+        recorder: UsageRecorder,
+        observe: Callable[[UsageRecord], None] | None = None,
+    ) -> None:
         self._registry = registry
         self._settings = settings
         self._recorder = recorder
+        self._observe = observe
         self._balancer = Balancer()
+
+    def _emit(self, record: UsageRecord) -> None:
+        """Every usage record goes to the database and to the metrics."""
+        self._recorder.record(record)
+        if self._observe is not None:
+            self._observe(record)
 
     def resolve(self, name: str, op: Operation) -> Model:
         model = self._registry.get(name)
@@ -263,7 +276,7 @@ class Proxy:
         error: LumenError,
         started: float,
     ) -> None:
-        self._recorder.record(
+        self._emit(
             UsageRecord(
                 request_id=request_id,
                 created_at=datetime.now(UTC),
@@ -299,7 +312,7 @@ class Proxy:
         now = time.perf_counter()
         cost = call.gate_pass.close(usage) if call.gate_pass is not None else 0
         usage = usage or {}
-        self._recorder.record(
+        self._emit(
             UsageRecord(
                 request_id=call.request_id,
                 created_at=datetime.now(UTC),
