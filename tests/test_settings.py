@@ -44,6 +44,7 @@ def test_embedded_default_has_the_local_models() -> None:
         ({"server": {"port": "eighty"}}, "server.port"),
         ({"routing": {"max_attempts": 0}}, "routing.max_attempts"),
         ({"servre": {}}, "servre: unknown key"),
+        ({"models": [{"name": "m", "endpoints": [{"url": "http://u:p@h/v1", "api_key": "k"}]}]}, "not both"),
         ("models: [unclosed", "not valid YAML"),
         ("- a list", "top level must be a mapping"),
     ],

@@ -168,6 +168,11 @@ class EndpointSettings(ConfigSection):
                 raise ValueError(f"`url` must start with http:// or https://, got {self.url!r}")
             if self.engine is not None:
                 raise ValueError("`engine` is only for `local` endpoints")
+            if re.search(r"//[^/@]*@", self.url) and (self.api_key or self.api_key_env):
+                raise ValueError(
+                    "give the endpoint's credentials either in `url` (user:password@) or as "
+                    "`api_key`/`api_key_env`, not both"
+                )
         elif self.engine is None:
             raise ValueError("a `local` endpoint needs `engine`: echo, llama_cpp or minilm")
         return self
@@ -180,8 +185,11 @@ class EndpointSettings(ConfigSection):
         return None
 
     def label(self) -> str:
-        """A name for logs and metrics that never contains a secret."""
-        return f"local:{self.engine}" if self.type == "local" else str(self.url)
+        """A name for logs and metrics that never contains a secret (credentials in the URL are
+        masked)."""
+        if self.type == "local":
+            return f"local:{self.engine}"
+        return re.sub(r"//[^/@]*@", "//***@", str(self.url))
 
 
 class ModelSettings(ConfigSection):
