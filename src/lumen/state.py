@@ -51,6 +51,7 @@ class AppState:
         retired = self.registry.apply(settings)
         self.settings = settings
         configure_access(self.access, settings)
+        self.authenticator.invalidate()  # principals carry their groups and admin flag
         self.gate.bank.configure(settings.billing)
         for backend in retired:
             await backend.aclose()

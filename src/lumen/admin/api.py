@@ -79,6 +79,13 @@ def build_admin_api(get_state: Callable[[], AppState]) -> FastAPI:
         # This process forgets cached keys at once; the others within auth_cache_seconds.
         get_state().authenticator.invalidate()
 
+    async def existing_principal(user_id: int | None, project_id: int | None) -> str:
+        """`user:<id>` or `project:<id>` of an existing user or project (404 otherwise)."""
+        kind, owner_id = _owner(user_id, project_id)
+        if kind == "user":
+            return (await store.get_user(engine=engine(), user_id=owner_id)).principal
+        return (await store.get_project(engine=engine(), project_id=owner_id)).principal
+
     async def project_public(project: store.Project) -> ProjectPublic:
         managers = await store.project_managers_of(engine=engine(), project_id=project.id)
         return ProjectPublic(**_fields(project), managers=managers)
@@ -166,10 +173,7 @@ def build_admin_api(get_state: Callable[[], AppState]) -> FastAPI:
     @app.post("/keys", response_model=KeyCreated, status_code=201)
     async def create_key(principal: Admin, body: KeyCreate) -> KeyCreated:
         kind, owner_id = _owner(body.user_id, body.project_id)
-        if kind == "user":
-            await store.get_user(engine=engine(), user_id=owner_id)
-        else:
-            await store.get_project(engine=engine(), project_id=owner_id)
+        await existing_principal(body.user_id, body.project_id)  # 404 for an unknown owner
         expires = (
             body.expires_at.astimezone(UTC) if body.expires_at and body.expires_at.tzinfo else body.expires_at
         )
@@ -266,11 +270,7 @@ def build_admin_api(get_state: Callable[[], AppState]) -> FastAPI:
         principal: Admin, body: EntityAccess, user_id: int | None = None, project_id: int | None = None
     ) -> Response:
         """A user's or project's own model access rule (an empty body removes it)."""
-        kind, owner_id = _owner(user_id, project_id)
-        if kind == "user":
-            target = (await store.get_user(engine=engine(), user_id=owner_id)).principal
-        else:
-            target = (await store.get_project(engine=engine(), project_id=owner_id)).principal
+        target = await existing_principal(user_id, project_id)
         await access_store.set_rule(engine=engine(), principal=target, rule=body, actor=principal.id)
         get_state().access.invalidate(target)
         return Response(status_code=204)
@@ -280,11 +280,7 @@ def build_admin_api(get_state: Callable[[], AppState]) -> FastAPI:
         principal: Admin, body: LimitSettings, user_id: int | None = None, project_id: int | None = None
     ) -> Response:
         """A user's or project's own rate limits; fields left out are inherited, `{}` removes them."""
-        kind, owner_id = _owner(user_id, project_id)
-        if kind == "user":
-            target = (await store.get_user(engine=engine(), user_id=owner_id)).principal
-        else:
-            target = (await store.get_project(engine=engine(), project_id=owner_id)).principal
+        target = await existing_principal(user_id, project_id)
         await set_limit_override(engine=engine(), principal=target, limits=body, actor=principal.id)
         await get_state().gate.reload_limit_overrides(engine())
         return Response(status_code=204)

@@ -48,7 +48,7 @@ class KeyAuthenticator:
         self._admins = admins
         self._ttl = ttl
         self._clock = clock
-        self._cache: dict[str, tuple[float, KeyOwner | None]] = {}
+        self._cache: dict[str, tuple[float, KeyOwner | None, Principal | None]] = {}
         self._last_used: dict[str, datetime] = {}
 
     async def authenticate(self, authorization: str | None) -> Principal:
@@ -62,22 +62,28 @@ class KeyAuthenticator:
             owner = await key_owner_by_hash(engine=self._engine, secret_hash=digest)
             if owner is None and len(self._cache) >= NEGATIVE_CACHE_LIMIT:
                 self._cache.clear()  # bounded: a flood of random keys cannot grow memory
-            self._cache[digest] = (now, owner)
-        else:
-            owner = cached[1]
-        principal = self._check(owner)
-        self._last_used[principal.key_id or ""] = datetime.now(UTC)
+            # The principal (groups, admin) is derived once per refresh, not on every request.
+            cached = self._cache[digest] = (now, owner, self._principal(owner) if owner else None)
+        _, owner, principal = cached
+        at = datetime.now(UTC)
+        self._check(owner, at)
+        assert principal is not None  # `_check` refused a missing owner
+        self._last_used[principal.key_id or ""] = at
         return principal
 
-    def _check(self, owner: KeyOwner | None) -> Principal:
+    def _check(self, owner: KeyOwner | None, at: datetime) -> None:
+        """What can change between two refreshes of the cache entry: expiry passes with time."""
         if owner is None or owner.key.revoked_at is not None:
             raise AuthenticationFailed(UNKNOWN)
         key = owner.key
-        if key.expires_at is not None and key.expires_at <= datetime.now(UTC):
+        if key.expires_at is not None and key.expires_at <= at:
             raise AuthenticationFailed("This API key has expired. Create a new one under Profile → API Keys.")
         if owner.disabled:
             what = "user account" if key.owner_kind == "user" else f"project '{owner.name}'"
             raise AccountDisabled(f"This {what} is disabled. Ask your Lumen administrator.")
+
+    def _principal(self, owner: KeyOwner) -> Principal:
+        key = owner.key
         if key.owner_kind == "user":
             groups = user_groups(self._groups(), owner.name, owner.claims)
             is_admin = owner.is_admin or owner.name in {a.lower() for a in self._admins()}
