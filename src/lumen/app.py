@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from redis.asyncio import Redis
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -27,6 +28,7 @@ from lumen.billing.bank import CoinBank
 from lumen.billing.memory import MemoryPoolStore
 from lumen.billing.redis_store import RedisPoolStore, redis_client
 from lumen.billing.store import PoolStore
+from lumen.changes import Change, ChangeBus
 from lumen.errors import LumenError
 from lumen.identity.auth import KeyAuthenticator
 from lumen.identity.secret import load_or_create_secret
@@ -47,6 +49,7 @@ from lumen.usage.recorder import UsageRecorder
 
 log = logging.getLogger(__name__)
 KEY_USE_FLUSH_SECONDS = 5.0
+SUBSCRIBE_WAIT_SECONDS = 2.0
 
 
 def create_app(
@@ -67,7 +70,11 @@ def create_app(
             asyncio.create_task(run_health_checks(state.registry, lambda: state.settings.routing)),
             asyncio.create_task(_flush_key_use(state)),
             asyncio.create_task(_expire_access(state)),
+            asyncio.create_task(state.changes.run()),
         ]
+        with contextlib.suppress(TimeoutError):
+            # Serve with pushed invalidation from the first request when Redis answers quickly.
+            await asyncio.wait_for(state.changes.wait_subscribed(), SUBSCRIBE_WAIT_SECONDS)
         if config_path is not None and settings.server.reload_interval > 0:
             tasks.append(asyncio.create_task(watch_config(state)))
         # Everything built so far lives as long as the process: moving it out of the collector's
@@ -133,7 +140,7 @@ async def _start(
     registry.apply(settings)
     bank = CoinBank.from_settings(settings.billing, pool_store(settings), engine)
     await bank.start()
-    access = AccessResolver(engine=engine)
+    access = AccessResolver(engine=engine, on_change=lambda p: state.changes.publish(Change.ACCESS, p))
     configure_access(access, settings)
     await access.load()
     metrics_of_state = Metrics(lambda: state)
@@ -149,13 +156,19 @@ async def _start(
             secret=secret,
             groups=lambda: state.settings.groups,
             admins=lambda: state.settings.admins,
-            ttl=settings.server.auth_cache_seconds,
+            ttl=lambda: state.cache_seconds(),
         ),
         recorder=recorder,
         engine=engine,
         session=session,
         config_path=config_path,
         overrides=overrides,
+    )
+    redis_url = settings.server.redis_url
+    state.changes = ChangeBus(
+        state.apply_change,
+        redis=Redis.from_url(redis_url.get_secret_value()) if redis_url is not None else None,
+        channel=settings.server.redis_prefix + "changes",
     )
     await state.gate.reload_limit_overrides(engine)
     return state, first_start
@@ -185,10 +198,10 @@ def pool_store(settings: Settings) -> PoolStore:
 
 
 async def _expire_access(state: AppState) -> None:
-    """Drops the cached access decisions as often as the cached keys, so an acknowledgement or
-    a rule changed through another process is honoured here within the same bound."""
+    """Drops the cached access decisions and rate-limit overrides as often as the cached keys
+    expire: the bound for changes that did not arrive by push."""
     while True:
-        await asyncio.sleep(max(state.settings.server.auth_cache_seconds, 0.05))
+        await asyncio.sleep(max(state.cache_seconds(), 0.05))
         state.access.invalidate()
         try:
             await state.gate.reload_limit_overrides(state.engine)
@@ -207,6 +220,7 @@ async def _flush_key_use(state: AppState) -> None:
 
 
 async def _stop(state: AppState) -> None:
+    await state.changes.aclose()
     await state.gate.aclose()
     await state.recorder.aclose()
     backends = {id(e.backend): e.backend for e in state.registry.endpoints()}

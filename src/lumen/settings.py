@@ -78,8 +78,12 @@ class ServerSettings(ConfigSection):
     redis_prefix: str = Field(default="lumen:", min_length=1)
     """Prefix of every Redis key Lumen writes, so several instances can share one Redis."""
     auth_cache_seconds: float = Field(default=1.0, ge=0, le=60)
-    """How long a process trusts its cached view of a key and of access decisions; revocations,
-    disabled accounts, acknowledgements and access rules reach every process within this time."""
+    """How long a process trusts its cached view of keys, access decisions and rate-limit overrides
+    when changes cannot reach it by push (no Redis, or Redis unreachable): revocations, disabled
+    accounts, acknowledgements and policy changes made by another process take effect within this time."""
+    redis_cache_seconds: float = Field(default=60.0, gt=0, le=3600)
+    """With Redis, every change is pushed to every process at once; cached entries are still re-read
+    after this long, as a safety net for changes written straight into the database."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Log verbosity."""
     reload_interval: float = Field(default=1.0, ge=0)

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from lumen.access.resolver import AccessResolver
 from lumen.api.gate import Gate
 from lumen.api.proxy import Proxy
+from lumen.changes import Change, ChangeBus
 from lumen.identity.auth import KeyAuthenticator
 from lumen.identity.principal import Principal
 from lumen.ops.metrics import Metrics
@@ -39,6 +40,8 @@ class AppState:
     session: aiohttp.ClientSession
     config_path: Path | None = None
     overrides: Mapping[str, Any] = field(default_factory=dict)
+    changes: ChangeBus = field(init=False)
+    """Set right after construction: it applies changes to this state."""
 
     async def authenticate(self, authorization: str | None) -> Principal:
         return await self.authenticator.authenticate(authorization)
@@ -56,6 +59,21 @@ class AppState:
         for backend in retired:
             await backend.aclose()
         log.info("config reloaded: %d models", len(settings.models))
+
+    def cache_seconds(self) -> float:
+        """How long cached keys and access decisions are trusted: long while other processes'
+        changes arrive by push, short otherwise."""
+        server = self.settings.server
+        return server.redis_cache_seconds if self.changes.pushed else server.auth_cache_seconds
+
+    async def apply_change(self, change: Change, principal: str | None) -> None:
+        """Drops what `change` makes stale in this process's caches."""
+        if change in (Change.KEYS, Change.ALL):
+            self.authenticator.invalidate()
+        if change in (Change.ACCESS, Change.ALL):
+            self.access.invalidate(principal if change is Change.ACCESS else None)
+        if change in (Change.LIMITS, Change.ALL):
+            await self.gate.reload_limit_overrides(self.engine)
 
 
 def configure_access(resolver: AccessResolver, settings: Settings) -> None:

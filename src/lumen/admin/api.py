@@ -38,6 +38,7 @@ from lumen.api.errors import error_response, handle_http_exception, handle_lumen
 from lumen.billing.audit import audit
 from lumen.billing.config import coins_to_micro
 from lumen.billing.pools import PoolOverrides, PoolParams
+from lumen.changes import Change
 from lumen.errors import InvalidRequest, LumenError, PermissionDenied
 from lumen.identity import store
 from lumen.identity.groups import project_groups, user_groups
@@ -75,9 +76,9 @@ def build_admin_api(get_state: Callable[[], AppState]) -> FastAPI:
     def engine() -> AsyncEngine:
         return get_state().engine
 
-    def changed() -> None:
-        # This process forgets cached keys at once; the others within auth_cache_seconds.
-        get_state().authenticator.invalidate()
+    async def changed() -> None:
+        # Every process forgets its cached keys: this one at once, the others through Redis.
+        await get_state().changes.publish(Change.KEYS)
 
     async def existing_principal(user_id: int | None, project_id: int | None) -> str:
         """`user:<id>` or `project:<id>` of an existing user or project (404 otherwise)."""
@@ -116,7 +117,7 @@ def build_admin_api(get_state: Callable[[], AppState]) -> FastAPI:
         user = await store.set_user_flags(
             engine=engine(), user_id=user_id, disabled=body.disabled, is_admin=body.is_admin
         )
-        changed()
+        await changed()
         return UserPublic(**_fields(user))
 
     @app.get("/projects", response_model=list[ProjectPublic])
@@ -148,7 +149,7 @@ def build_admin_api(get_state: Callable[[], AppState]) -> FastAPI:
             project = await store.set_project_disabled(
                 engine=engine(), project_id=project_id, disabled=body.disabled
             )
-            changed()
+            await changed()
         return await project_public(project)
 
     @app.put("/projects/{project_id}/managers/{user_id}", status_code=204)
@@ -195,7 +196,7 @@ def build_admin_api(get_state: Callable[[], AppState]) -> FastAPI:
     @app.delete("/keys/{key_id}", response_model=KeyPublic)
     async def revoke_key(_: Admin, key_id: str) -> KeyPublic:
         key = await store.revoke_key(engine=engine(), key_id=key_id)
-        changed()
+        await changed()
         return _key_public(key)
 
     @app.get("/usage", response_model=list[UsagePublic])
@@ -272,7 +273,7 @@ def build_admin_api(get_state: Callable[[], AppState]) -> FastAPI:
         """A user's or project's own model access rule (an empty body removes it)."""
         target = await existing_principal(user_id, project_id)
         await access_store.set_rule(engine=engine(), principal=target, rule=body, actor=principal.id)
-        get_state().access.invalidate(target)
+        await get_state().changes.publish(Change.ACCESS, target)
         return Response(status_code=204)
 
     @app.put("/rate-limits", status_code=204)
@@ -282,7 +283,7 @@ def build_admin_api(get_state: Callable[[], AppState]) -> FastAPI:
         """A user's or project's own rate limits; fields left out are inherited, `{}` removes them."""
         target = await existing_principal(user_id, project_id)
         await set_limit_override(engine=engine(), principal=target, limits=body, actor=principal.id)
-        await get_state().gate.reload_limit_overrides(engine())
+        await get_state().changes.publish(Change.LIMITS, target)
         return Response(status_code=204)
 
     @app.get("/audit")

@@ -1,8 +1,8 @@
 """`lumen users`, `lumen projects`, `lumen keys`: administering an instance from its host.
 
 They work on the instance's database directly, so they need the same `--config` / `--data-dir`
-as `lumen serve`. Running servers see key revocations and disabled accounts within
-`server.auth_cache_seconds`.
+as `lumen serve`. Running servers see key revocations and disabled accounts at once when they
+share a Redis (`server.redis_url`), otherwise within `server.auth_cache_seconds`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,16 @@ import click
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from lumen.billing.config import coins_to_micro
-from lumen.cli.common import config_option, data_dir_option, echo_table, load, secret_of, with_database
+from lumen.changes import Change
+from lumen.cli.common import (
+    announce,
+    config_option,
+    data_dir_option,
+    echo_table,
+    load,
+    secret_of,
+    with_database,
+)
 from lumen.identity import store
 
 
@@ -52,7 +61,9 @@ def users_disable(email: str, enable: bool, config: Path | None, data_dir: Path 
 
     async def work(engine: AsyncEngine) -> store.User:
         user = await store.find_user(engine=engine, email=email)
-        return await store.set_user_flags(engine=engine, user_id=user.id, disabled=not enable)
+        changed = await store.set_user_flags(engine=engine, user_id=user.id, disabled=not enable)
+        await announce(settings, Change.KEYS)
+        return changed
 
     user = with_database(settings, work)
     click.echo(f"{user.email} is {'disabled' if user.disabled else 'enabled'}")
@@ -151,7 +162,9 @@ def keys_revoke(key_id: str, config: Path | None, data_dir: Path | None) -> None
     settings = load(config, **{"server.data_dir": data_dir})
 
     async def work(engine: AsyncEngine) -> store.ApiKey:
-        return await store.revoke_key(engine=engine, key_id=key_id)
+        revoked = await store.revoke_key(engine=engine, key_id=key_id)
+        await announce(settings, Change.KEYS)
+        return revoked
 
     key = with_database(settings, work)
     click.echo(f"revoked {key.id} ({key.hint})")

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
+from typing import cast
 
 import click
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from lumen.billing.pools import NO_OVERRIDES
+from lumen.billing.store import PoolView
 from lumen.cli.common import config_option, data_dir_option, echo_table, load, with_database
 from lumen.settings import Settings
 from lumen.usage.queries import StoredUsageRecord
@@ -44,6 +47,16 @@ def _coins(micro: int | None) -> str:
     return "unlimited" if micro is None else f"{Decimal(micro) / 1_000_000:f}"
 
 
+def _describe(view: PoolView) -> str:
+    params = view.params
+    own = " (own settings)" if view.overrides != NO_OVERRIDES else ""
+    if params.state == "limited":
+        terms = f"max {_coins(params.max_micro)}, refresh {_coins(params.refresh_micro)}/h{own}"
+    else:
+        terms = f"{params.state}{own}"
+    return f"balance {_coins(view.balance_micro)} coins, reserved {_coins(view.reserved_micro)}; {terms}"
+
+
 def _run(
     settings: Settings, user_email: str | None, project_name: str | None, action: str, amount: Decimal | None
 ) -> str:
@@ -70,9 +83,7 @@ def _run(
             view = await bank.balance(principal, params=params)
         finally:
             await bank.aclose()
-        return (
-            f"{principal}: balance {_coins(view.balance_micro)} coins, reserved {_coins(view.reserved_micro)}"
-        )
+        return f"{principal}: {_describe(view)}"
 
     return with_database(settings, work)
 
@@ -134,6 +145,73 @@ def coins_reset(
 ) -> None:
     """Put a pool back to its starting balance."""
     click.echo(_run(load(config, **{"server.data_dir": data_dir}), user_email, project_name, "reset", None))
+
+
+@coins.command("settings")
+@_principal_option
+@click.option(
+    "--state",
+    type=click.Choice(["limited", "unlimited", "blocked"]),
+    help="unlimited: never refused for coins; blocked: always refused.",
+)
+@click.option("--max", "max_", type=Decimal, help="The most coins the pool holds.")
+@click.option("--refresh", type=Decimal, help="Coins credited per hour, continuously, up to --max.")
+@click.option("--starting", type=Decimal, help="The balance of a new (or reset) pool.")
+@click.option("--inherit", is_flag=True, help="Remove the pool's own settings: its groups decide again.")
+@config_option
+@data_dir_option
+def coins_settings(
+    user_email: str | None,
+    project_name: str | None,
+    state: str | None,
+    max_: Decimal | None,
+    refresh: Decimal | None,
+    starting: Decimal | None,
+    inherit: bool,
+    config: Path | None,
+    data_dir: Path | None,
+) -> None:
+    """Set a user's or project's own pool settings; what is left out is inherited from its groups
+    and the default. The whole set is replaced: give every setting the pool should keep."""
+    from lumen.app import pool_store
+    from lumen.billing.bank import CoinBank
+    from lumen.billing.config import coins_to_micro, pool_resolver
+    from lumen.billing.pools import PoolOverrides, PoolStateName
+
+    given = (state, max_, refresh, starting)
+    if inherit == any(value is not None for value in given):
+        raise click.UsageError("give --inherit alone, or at least one of --state/--max/--refresh/--starting")
+    if (user_email is None) == (project_name is None):
+        raise click.UsageError("give exactly one of --user or --project")
+    settings = load(config, **{"server.data_dir": data_dir})
+
+    def micro(value: Decimal | None, name: str) -> int | None:
+        if value is None:
+            return None
+        try:
+            return coins_to_micro(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint=name) from exc
+
+    overrides = PoolOverrides(
+        state=cast(PoolStateName | None, state),  # click.Choice admits only the names
+        max_micro=micro(max_, "--max"),
+        refresh_micro=micro(refresh, "--refresh"),
+        starting_micro=micro(starting, "--starting"),
+    )
+
+    async def work(engine: AsyncEngine) -> str:
+        principal, groups = await _principal(engine, settings, user_email, project_name)
+        params = pool_resolver(settings.billing, {g.name: g.pool for g in settings.groups}).inherited(groups)
+        bank = CoinBank.from_settings(settings.billing, pool_store(settings), engine)
+        await bank.start()
+        try:
+            view = await bank.set_pool_settings(principal, overrides, params=params)
+        finally:
+            await bank.aclose()
+        return f"{principal}: {_describe(view)}"
+
+    click.echo(with_database(settings, work))
 
 
 @click.command("audit")

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import click
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from lumen.changes import Change
 from lumen.errors import LumenError
 from lumen.settings import ConfigError, Settings, load_settings
 
@@ -26,6 +27,48 @@ data_dir_option = click.option(
     type=click.Path(path_type=Path, file_okay=False),
     help="Directory for the database and generated secrets (default ./lumen-data).",
 )
+
+
+def principal_options(function: click.decorators.FC) -> click.decorators.FC:
+    """`--user EMAIL` or `--project NAME`: exactly one is required (checked by `principal_of`)."""
+    function = click.option("--project", "project_name", help="A project (name).")(function)
+    return click.option("--user", "user_email", help="A user (email).")(function)
+
+
+async def principal_of(engine: AsyncEngine, user_email: str | None, project_name: str | None) -> str:
+    """`user:<id>` or `project:<id>` of the user or project named on the command line."""
+    from lumen.identity import store
+
+    if (user_email is None) == (project_name is None):
+        raise click.UsageError("give exactly one of --user or --project")
+    if user_email is not None:
+        return (await store.find_user(engine=engine, email=user_email)).principal
+    assert project_name is not None
+    return (await store.find_project(engine=engine, name=project_name)).principal
+
+
+async def announce(settings: Settings, change: Change, principal: str | None = None) -> None:
+    """Tells running Lumen processes about a change made here, when they share a Redis; without
+    one they notice it when their caches expire (`server.auth_cache_seconds`)."""
+    url = settings.server.redis_url
+    if url is None:
+        return
+    from redis.asyncio import Redis
+
+    from lumen.changes import ChangeBus
+
+    async def nothing_cached_here(change: Change, principal: str | None) -> None:
+        return None
+
+    bus = ChangeBus(
+        nothing_cached_here,
+        redis=Redis.from_url(url.get_secret_value()),
+        channel=settings.server.redis_prefix + "changes",
+    )
+    try:
+        await bus.publish(change, principal)
+    finally:
+        await bus.aclose()
 
 
 def load(config: Path | None, **overrides: object) -> Settings:

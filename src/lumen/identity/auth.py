@@ -1,10 +1,10 @@
 """API-key authentication on the hot path.
 
 A key is hashed (HMAC with the server secret) and looked up in a cache; the database is read
-only on a miss and when an entry is older than `ttl` (default one second). That bound is what
-makes revocation, expiry and disabling a user or project take effect within one second in every
-Lumen process, whatever process made the change. The same process also drops entries at once
-when it makes such a change (`invalidate`).
+only on a miss and when an entry is older than `ttl()`. A process that revokes a key or disables
+an account drops the cache at once (`invalidate`), and so does every other process when the
+change reaches it through Redis (`lumen.changes`). Without that channel `ttl()` is short (one
+second by default), which bounds how long another process may still accept a revoked key.
 
 `last_used_at` is kept in memory and written in batches by `flush_last_used`.
 """
@@ -39,7 +39,7 @@ class KeyAuthenticator:
         secret: bytes,
         groups: Callable[[], Sequence[GroupSettings]],
         admins: Callable[[], Sequence[str]],
-        ttl: float = 1.0,
+        ttl: Callable[[], float] = lambda: 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._engine = engine
@@ -58,7 +58,7 @@ class KeyAuthenticator:
         digest = key_material.key_hash(self.secret, token)
         now = self._clock()
         cached = self._cache.get(digest)
-        if cached is None or now - cached[0] > self._ttl:
+        if cached is None or now - cached[0] > self._ttl():
             owner = await key_owner_by_hash(engine=self._engine, secret_hash=digest)
             if owner is None and len(self._cache) >= NEGATIVE_CACHE_LIMIT:
                 self._cache.clear()  # bounded: a flood of random keys cannot grow memory
