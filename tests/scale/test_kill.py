@@ -1,15 +1,20 @@
 """SIGKILL one of three Lumen processes (PostgreSQL + Redis) in the middle of the load.
 
-What "settled" means here (src/lumen/usage/recorder.py, src/lumen/billing/ledger.py): a request is
-settled when its process has handed its usage record to the recorder and its coin movement to the
-ledger writer; both are write-behind, so a settled request is durable only once its batch is
-committed ("flushed"). A request's usage record is handed over before its response ends (for a
-stream: before the end of the chunked body), so every response a client saw complete was settled.
-docs/storage.md bounds what a crash loses: the records not yet committed, that is the last flush
-interval's, plus the batch being written. The recorder writes in the order it was given records and
-each batch is one transaction, so what a crash loses is a *tail*: of the requests a process
-settled one after the other, those in the database form a prefix. The test checks exactly that,
-which needs no clock.
+What "settled" means here (src/lumen/usage/recorder.py): a request is settled when its process has
+handed its usage record to the recorder, which is write-behind, so a settled request's usage is
+durable only once its batch is committed ("flushed"). A request's usage record is handed over
+before its response ends (for a stream: before the end of the chunked body), so every response a
+client saw complete was settled. docs/storage.md bounds what a crash loses: the records not yet
+committed, that is the last flush interval's, plus the batch being written. The recorder writes in
+the order it was given records and each batch is one transaction, so what a crash loses is a
+*tail*: of the requests a process settled one after the other, those in the database form a
+prefix. The test checks exactly that, which needs no clock.
+
+Coin movements are not write-behind in the process (src/lumen/billing/outbox.py): the Redis script
+that charges a pool appends the movement to the ledger outbox in the same atomic step, and the
+survivors drain the dead process's entries. So once the outbox is empty every live balance in Redis
+equals its pool's balance in the database and the sum of its ledger (the check that failed when
+the ledger rows waited in the victim's memory: Redis said 995.5 coins, the database 996.1).
 
 Reservations and concurrency slots of the dead process are not settled by anyone; they must
 expire (`billing.reservation_ttl`, `rate_limits.concurrency_ttl`, both short here) so that the
@@ -36,7 +41,7 @@ import pytest
 import redis as redis_sync
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from lumen.store.engine import create_engine
 from lumen.store.tables import coin_ledger, coin_pools, usage_records
@@ -420,16 +425,31 @@ async def _scenario(cluster: Cluster, gated: GatedUpstream, prefix: str) -> Scen
         await rds.aclose()
 
 
-async def _read_database(url: str) -> tuple[list[Any], list[Any], dict[str, int]]:
+async def _read_database(url: str) -> tuple[list[Any], list[Any], dict[str, int], dict[str, int]]:
     engine = create_engine(url)
     try:
         async with engine.connect() as conn:
             usage = list(await conn.execute(select(usage_records)))
             charges = list(await conn.execute(select(coin_ledger).where(coin_ledger.c.kind == "charge")))
             pools = {r.principal: r.balance_micro for r in await conn.execute(select(coin_pools))}
+            sums = select(coin_ledger.c.principal, func.sum(coin_ledger.c.amount_micro)).group_by(
+                coin_ledger.c.principal
+            )
+            ledger = {p: int(total) for p, total in await conn.execute(sums)}
     finally:
         await engine.dispose()
-    return usage, charges, pools
+    return usage, charges, pools, ledger
+
+
+def _live_balances(prefix: str, principals: list[str]) -> tuple[int, dict[str, int]]:
+    """The ledger outbox's length and each pool's balance in Redis (`billing/redis_store.py`)."""
+    client = redis_sync.Redis.from_url(REDIS_URL)
+    try:
+        outbox = int(client.llen(f"{prefix}coins:outbox"))
+        balances = {p: int(client.hget(f"{prefix}coins:{{{p}}}:pool", "bal")) for p in principals}  # type: ignore[arg-type]
+    finally:
+        client.close()
+    return outbox, balances
 
 
 def test_sigkill_loses_no_flushed_usage_and_leaves_no_reservation_stuck(
@@ -438,9 +458,12 @@ def test_sigkill_loses_no_flushed_usage_and_leaves_no_reservation_stuck(
     config = _config(redis_prefix, gated)
     with lumen_cluster(tmp_path, config, count=3, database_url=pg_url, redis_url=REDIS_URL) as cluster:
         scene = asyncio.run(_scenario(cluster, gated, redis_prefix))
-    # The survivors stopped gracefully: everything they settled is written.
+    # The survivors stopped gracefully: everything they settled is written, and they drained the
+    # ledger outbox, the victim's movements included.
     audit = cluster.cli("audit")
-    usage, charges, pools = asyncio.run(_read_database(pg_url))
+    usage, charges, pools, ledger = asyncio.run(_read_database(pg_url))
+    admin = f"user:{scene.admin_id}"
+    outbox, live = _live_balances(redis_prefix, [admin, scene.ada])
     sent = {s.request_id: s for s in scene.client.sent}
     recorded = {r.request_id: r for r in usage}
 
@@ -468,4 +491,9 @@ def test_sigkill_loses_no_flushed_usage_and_leaves_no_reservation_stuck(
     assert [s for s in unfinished if s.stream or s.request_id not in scene.in_flight_at_kill] == []
     # Ada: her starting 3 coins and three completed requests; the victim's holds cost her nothing.
     assert pools[scene.ada] == 3 * MICRO - 3 * COST
+    # No coin movement died with the victim: the ledger explains every live balance.
+    assert outbox == 0
+    assert live[admin] == pools[admin] == ledger[admin], (live[admin], pools[admin], ledger[admin])
+    assert live[scene.ada] == pools[scene.ada] == ledger[scene.ada]
+    assert "0 movements in the ledger outbox" in audit.stdout, audit.stdout + audit.stderr
     assert "no discrepancies" in audit.stdout, audit.stdout + audit.stderr

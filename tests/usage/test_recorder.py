@@ -187,7 +187,7 @@ async def test_a_batch_in_flight_when_the_task_is_cancelled_is_kept_and_written_
     for i in range(15):
         recorder.record(make(i))
     await recorder.entered.wait()
-    task = recorder._task
+    task = recorder._loop.task
     assert task is not None
     task.cancel()  # e.g. the event loop shutting down without aclose()
     with pytest.raises(asyncio.CancelledError):

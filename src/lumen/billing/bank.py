@@ -15,8 +15,11 @@ was generated); `release` is `settle` with nothing used. Both are shielded from 
 
 The pool state lives in a `PoolStore` (memory for one process, Redis for several); the database
 is read once per principal per process (when the store does not know the pool yet) and written
-behind by a `LedgerWriter`. The store applies a pool's movements; the bank records each one in the
-ledger in the same (non-cancellable) step, so the ledger always explains the balance.
+behind. With Redis, the store's script records each movement in the Redis ledger outbox in the
+same atomic step as the balance change, and an `OutboxDrainer` moves the outbox to the database:
+a crashed process loses no movement. With the memory store, the bank hands each movement to an
+in-process `LedgerWriter` in the same (non-cancellable) step as the change; a crash loses the
+movements not yet written, together with the balances they changed (see docs/coins.md).
 """
 
 from __future__ import annotations
@@ -35,14 +38,17 @@ from lumen.billing.ledger import LedgerWriter, load_pool, save_overrides
 from lumen.billing.pools import NO_OVERRIDES, Clock, PoolOverrides, PoolParams, check_amount, wall_clock_ms
 from lumen.billing.quota import insufficient_quota
 from lumen.billing.store import (
+    START_CONTEXT,
     AdjustKind,
     Admission,
     Change,
+    Context,
     Movement,
     PoolNotLoaded,
     PoolStore,
     PoolView,
     Seed,
+    forgiven_note,
 )
 
 log = logging.getLogger(__name__)
@@ -88,7 +94,8 @@ class CoinBank:
     ) -> None:
         self.mode = mode
         self.reservation_ttl_ms = int(reservation_ttl * 1000)
-        self.ledger = LedgerWriter(engine, flush_interval=flush_interval)
+        self.ledger = LedgerWriter(engine, flush_interval=flush_interval)  # a store that does not journal
+        self.outbox = store.outbox_drainer(engine, interval=flush_interval)  # one that does
         self._store = store
         self._engine = engine
         self._clock = clock
@@ -114,16 +121,23 @@ class CoinBank:
         self.reservation_ttl_ms = int(settings.reservation_ttl * 1000)
 
     async def start(self) -> None:
-        await self.ledger.start()
+        if self.outbox is None:
+            await self.ledger.start()
+        else:
+            await self.outbox.start()
 
     async def flush(self) -> None:
-        """Write every recorded movement to the database now."""
+        """Write every movement made so far to the database now (with Redis: every process's)."""
         await self.ledger.flush()
+        if self.outbox is not None:
+            await self.outbox.flush()
 
     async def aclose(self) -> None:
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         await self.ledger.aclose()
+        if self.outbox is not None:
+            await self.outbox.aclose()
         await self._store.aclose()
 
     # -- the request path -------------------------------------------------------------------
@@ -330,9 +344,9 @@ class CoinBank:
         starting = overrides.apply(params).starting_micro
         now = self._clock()
         # Only the process whose seed creates the pool (in Redis: the first) credits the start.
-        if await self._store.seed(principal, Seed(starting, now, 0, overrides)):
+        if await self._store.seed(principal, Seed(starting, now, 0, overrides), opens=True):
             start = Change((Movement("start", starting, starting),), starting, now, 0)
-            self.ledger.record_change(principal, start, now, actor="system", note="starting balance")
+            self._record(principal, start, now, START_CONTEXT)
 
     async def _settle(self, r: Reservation, cost: int) -> Settlement:
         now = self._clock()
@@ -342,7 +356,13 @@ class CoinBank:
                 r.principal,
                 r.params,
                 lambda: self._store.settle(
-                    r.principal, now=now, params=r.params, soft=soft, hold_id=r.hold_id, cost=cost
+                    r.principal,
+                    now=now,
+                    params=r.params,
+                    soft=soft,
+                    hold_id=r.hold_id,
+                    cost=cost,
+                    ctx=Context(r.request_id, r.actor),
                 ),
             )
         except Exception:
@@ -350,10 +370,8 @@ class CoinBank:
                 "could not settle request %s of %s (cost %d micro-coins)", r.request_id, r.principal, cost
             )
             raise
-        note = (
-            f"cost {cost}, {change.forgiven_micro} forgiven (pool empty)" if change.forgiven_micro else None
-        )
-        self.ledger.record_change(r.principal, change, now, request_id=r.request_id, actor=r.actor, note=note)
+        note = forgiven_note(cost, change.forgiven_micro) if change.forgiven_micro else None
+        self._record(r.principal, change, now, Context(r.request_id, r.actor, note))
         return Settlement(change.charged_micro, change.forgiven_micro, change.balance_micro)
 
     async def _adjust(
@@ -366,17 +384,28 @@ class CoinBank:
         note: str | None,
         request_id: str | None,
     ) -> int:
+        ctx = Context(request_id, actor, note)
+
         async def run() -> int:
             now = self._clock()
             change = await self._with_pool(
                 principal,
                 params,
-                lambda: self._store.adjust(principal, now=now, params=params, kind=kind, amount=amount),
+                lambda: self._store.adjust(
+                    principal, now=now, params=params, kind=kind, amount=amount, ctx=ctx
+                ),
             )
-            self.ledger.record_change(principal, change, now, request_id=request_id, actor=actor, note=note)
+            self._record(principal, change, now, ctx)
             return change.balance_micro
 
         return await asyncio.shield(asyncio.ensure_future(run()))
+
+    def _record(self, principal: str, change: Change, now: int, ctx: Context) -> None:
+        # A journaling store (Redis) has already put the movements in its outbox, atomically.
+        if not self._store.journals:
+            self.ledger.record_change(
+                principal, change, now, request_id=ctx.request_id, actor=ctx.actor, note=ctx.note
+            )
 
     def _release_orphan(self, task: asyncio.Task[Admission], principal: str, hold_id: str) -> None:
         if task.cancelled() or task.exception() is not None or task.result().status != "ok":

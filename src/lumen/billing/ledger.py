@@ -1,15 +1,22 @@
-"""The coin ledger in the database: the write-behind writer, and reading a pool's durable state.
+"""The coin ledger in the database: writing movements, the in-process write-behind writer, and
+reading a pool's durable state.
 
-`LedgerWriter.record` appends a movement to an in-memory buffer (no await, no database); a
-background task writes the buffer in batches. Each batch is one transaction that inserts the
-ledger rows *and* adds each principal's sum of amounts to ``coin_pools.balance_micro`` (one upsert
-per principal, not per request), so in the database the balance is always exactly the sum of the
-ledger, whatever the order in which processes flush. ``lumen audit`` checks that.
+`write_movements` writes a batch in one transaction that inserts the ledger rows *and* adds each
+principal's sum of amounts to ``coin_pools.balance_micro`` (one upsert per principal, not per
+request), so in the database the balance is always exactly the sum of the ledger, whatever the
+order in which processes write. ``lumen audit`` checks that. Movements from the Redis outbox carry
+a unique id and are inserted at most once (`lumen.billing.outbox`).
 
-Unlike usage records, coin movements are never dropped to bound memory: while the database is
-down the buffer grows (about 200 bytes a movement; watch `pending`) and failed batches are
-retried with backoff. A graceful shutdown (`aclose`) writes everything; only if the database
-stays unreachable for `close_timeout` are the remaining movements logged, each one, and lost.
+`LedgerWriter` is the writer of a store that does not journal (the memory store, one process):
+`record` appends a movement to an in-memory buffer (no await, no database); a background task
+writes the buffer in batches. Unlike usage records, coin movements are never dropped to bound
+memory: while the database is down the buffer grows (about 200 bytes a movement; watch `pending`)
+and failed batches are retried with backoff. A graceful shutdown (`aclose`) writes everything; only
+if the database stays unreachable for `close_timeout` are the remaining movements logged, each
+one, and lost. A crash loses what was not committed: the movements of the last `flush_interval`
+(at most `batch_size`, as a full batch is written at once) plus the batch in flight, or all that
+is buffered while the database fails; the pools' balances die with the process too, and are
+reloaded from the (consistent) database at the next start.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from lumen.billing.pools import PoolOverrides
 from lumen.billing.store import Change, Seed
 from lumen.store.tables import coin_ledger, coin_pools
+from lumen.store.writebehind import FlushLoop
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +67,12 @@ class LedgerEntry:
     request_id: str | None = None
     actor: str | None = None
     note: str | None = None
+    movement_id: str | None = None
+    """Set by the Redis store (its outbox); the in-process writer's movements have none."""
 
     def row(self) -> dict[str, Any]:
         return {
+            "movement_id": self.movement_id,
             "principal": self.principal,
             "kind": self.kind,
             "amount_micro": self.amount_micro,
@@ -133,17 +145,17 @@ class LedgerWriter:
             raise ValueError("batch_size >= 1, flush_interval > 0, retry_max > 0, close_timeout >= 0")
         self._engine = engine
         self._batch_size = batch_size
-        self._flush_interval = flush_interval
-        self._retry_max = retry_max
-        self._close_timeout = close_timeout
         self._buffer: deque[LedgerEntry] = deque()
         self._inflight = 0
-        self._failures = 0
-        self._wakeup = asyncio.Event()  # a full batch waits, or closing
-        self._stop = asyncio.Event()  # closing
         self._lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
+        self._loop = FlushLoop(
+            self.flush,
+            name="lumen-coin-ledger",
+            interval=flush_interval,
+            retry_initial=min(0.1, retry_max),
+            retry_max=retry_max,
+            close_timeout=close_timeout,
+        )
         self._closed = False
         self.written = 0
         self.flush_failures = 0
@@ -190,11 +202,10 @@ class LedgerWriter:
             return
         self._buffer.append(entry)
         if len(self._buffer) >= self._batch_size:
-            self._wakeup.set()
+            self._loop.wake()
 
     async def start(self) -> None:
-        if self._task is None and not self._closing:
-            self._task = asyncio.create_task(self._run(), name="lumen-coin-ledger")
+        self._loop.start()
 
     async def flush(self) -> None:
         """Write everything buffered now; raises if a write fails (the movements stay buffered)."""
@@ -206,52 +217,14 @@ class LedgerWriter:
         """Write every movement recorded so far, then stop. Safe to call twice."""
         if self._closed:
             return
-        # The task is not cancelled: a write cut off mid-commit might be written twice.
-        self._closing = True
-        self._stop.set()
-        self._wakeup.set()
         try:
-            async with asyncio.timeout(self._close_timeout):
-                if self._task is not None:
-                    await self._task
-                while True:
-                    try:
-                        await self.flush()
-                        break
-                    except Exception:  # noqa: BLE001 - logged in _write_next_batch
-                        await asyncio.sleep(self._delay())
-        except TimeoutError:
-            pass
+            await self._loop.aclose()
         finally:
             self._closed = True
             for entry in self._buffer:
                 log.error("coin ledger closed with the database failing; movement lost: %r", entry)
             self.lost += len(self._buffer)
             self._buffer.clear()
-
-    def _delay(self) -> float:
-        return float(min(self._retry_max, 0.1 * 2 ** min(max(self._failures - 1, 0), 30)))
-
-    async def _run(self) -> None:
-        while not self._closing:
-            if len(self._buffer) < self._batch_size:
-                try:
-                    async with asyncio.timeout(self._flush_interval):
-                        await self._wakeup.wait()
-                except TimeoutError:
-                    pass
-            self._wakeup.clear()
-            if self._closing:
-                return  # aclose() does the final flush
-            if self._buffer:
-                try:
-                    await self.flush()
-                except Exception:  # noqa: BLE001 - logged in _write_next_batch
-                    try:
-                        async with asyncio.timeout(self._delay()):
-                            await self._stop.wait()  # aclose() cuts the backoff short
-                    except TimeoutError:
-                        pass
 
     async def _write_next_batch(self) -> None:
         n = min(len(self._buffer), self._batch_size)
@@ -262,10 +235,8 @@ class LedgerWriter:
             await self._write(batch)
             written = True
             self.written += n
-            self._failures = 0
         except Exception:
             self.flush_failures += 1
-            self._failures += 1
             log.warning("coin ledger flush failed; %d movements kept for retry", n, exc_info=True)
             raise
         finally:
@@ -274,40 +245,77 @@ class LedgerWriter:
                 self._buffer.extendleft(reversed(batch))
 
     async def _write(self, batch: list[LedgerEntry]) -> None:
-        pools: dict[str, dict[str, Any]] = {}
-        for e in batch:
-            agg = pools.get(e.principal)
-            if agg is None:
-                agg = pools[e.principal] = {
-                    "principal": e.principal,
-                    "balance_micro": 0,
-                    "refilled_at": ms_to_datetime(e.refilled_at_ms),
-                    "refill_carry": e.carry,
-                    "opened_at": None,
-                    "updated_at": ms_to_datetime(e.at_ms),
-                }
-            agg["balance_micro"] += e.amount_micro
-            # Entries of one principal are in the order its store applied them: the last wins.
-            agg["refilled_at"] = ms_to_datetime(e.refilled_at_ms)
-            agg["refill_carry"] = e.carry
-            agg["updated_at"] = ms_to_datetime(e.at_ms)
-            if e.kind == "start":
-                agg["opened_at"] = ms_to_datetime(e.at_ms)
-        stmt = _upsert(self._engine)
-        old, new = coin_pools.c, stmt.excluded
-        # Another process may have flushed a later refill clock first: keep the latest one.
-        newer = or_(old.refilled_at.is_(None), new.refilled_at > old.refilled_at)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[old.principal],
-            set_={
-                "balance_micro": old.balance_micro + new.balance_micro,
-                "refilled_at": case((newer, new.refilled_at), else_=old.refilled_at),
-                "refill_carry": case((newer, new.refill_carry), else_=old.refill_carry),
-                "opened_at": func.coalesce(old.opened_at, new.opened_at),
-                "updated_at": new.updated_at,
-            },
-        )
-        async with self._engine.begin() as conn:
-            await conn.execute(insert(coin_ledger), [e.row() for e in batch])
-            # Sorted, so two processes flushing the same principals lock them in the same order.
-            await conn.execute(stmt, [pools[p] for p in sorted(pools)])
+        await write_movements(self._engine, batch)
+
+
+def _pool_sums(entries: Iterable[LedgerEntry]) -> list[dict[str, Any]]:
+    """Per principal: the sum of the amounts, and the refill clock and times of its last entry."""
+    pools: dict[str, dict[str, Any]] = {}
+    for e in entries:
+        agg = pools.get(e.principal)
+        if agg is None:
+            agg = pools[e.principal] = {
+                "principal": e.principal,
+                "balance_micro": 0,
+                "refilled_at": ms_to_datetime(e.refilled_at_ms),
+                "refill_carry": e.carry,
+                "opened_at": None,
+                "updated_at": ms_to_datetime(e.at_ms),
+            }
+        agg["balance_micro"] += e.amount_micro
+        # Entries of one principal are in the order its store applied them: the last wins.
+        agg["refilled_at"] = ms_to_datetime(e.refilled_at_ms)
+        agg["refill_carry"] = e.carry
+        agg["updated_at"] = ms_to_datetime(e.at_ms)
+        if e.kind == "start":
+            agg["opened_at"] = ms_to_datetime(e.at_ms)
+    # Sorted, so two writers updating the same principals lock them in the same order.
+    return [pools[p] for p in sorted(pools)]
+
+
+async def write_movements(engine: AsyncEngine, entries: Sequence[LedgerEntry]) -> int:
+    """Insert the movements into the ledger and add their sums to ``coin_pools``, in one
+    transaction; returns how many were inserted.
+
+    A movement with a `movement_id` already in the ledger is skipped, and only the rows actually
+    inserted count towards the balances: writing a batch again (a retry after a crash between the
+    commit and the removal from the outbox, or two drainers at once) changes nothing.
+    """
+    if not entries:
+        return 0
+    identified = any(e.movement_id is not None for e in entries)
+    async with engine.begin() as conn:
+        if identified:
+            dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+            insert_new = (
+                dialect.insert(coin_ledger)
+                .on_conflict_do_nothing(index_elements=[coin_ledger.c.movement_id])
+                .returning(coin_ledger.c.movement_id)
+            )
+            result = await conn.execute(insert_new, [e.row() for e in entries])
+            new_ids = set(result.scalars())
+            entries = [e for e in entries if e.movement_id is None or e.movement_id in new_ids]
+            if not entries:
+                return 0
+        else:
+            # The in-process writer's movements have no id: a plain insert, no RETURNING.
+            await conn.execute(insert(coin_ledger), [e.row() for e in entries])
+        await conn.execute(_add_to_pools(engine), _pool_sums(entries))
+    return len(entries)
+
+
+def _add_to_pools(engine: AsyncEngine) -> Any:
+    stmt = _upsert(engine)
+    old, new = coin_pools.c, stmt.excluded
+    # Another process may have written a later refill clock first: keep the latest one.
+    newer = or_(old.refilled_at.is_(None), new.refilled_at > old.refilled_at)
+    return stmt.on_conflict_do_update(
+        index_elements=[old.principal],
+        set_={
+            "balance_micro": old.balance_micro + new.balance_micro,
+            "refilled_at": case((newer, new.refilled_at), else_=old.refilled_at),
+            "refill_carry": case((newer, new.refill_carry), else_=old.refill_carry),
+            "opened_at": func.coalesce(old.opened_at, new.opened_at),
+            "updated_at": new.updated_at,
+        },
+    )

@@ -3,6 +3,7 @@
 Each method runs to completion without awaiting, so on one event loop every check-and-reserve is
 atomic. It is correct for exactly one process: with several workers or replicas, use
 `lumen.billing.redis_store.RedisPoolStore` (each process would otherwise spend the whole pool).
+It does not journal: the ledger context (`Context`) is the bank's to record.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from dataclasses import dataclass, field
 
 from lumen.billing.pools import PoolOverrides, PoolParams, accrue
 from lumen.billing.store import (
+    NO_CONTEXT,
     AdjustKind,
     Admission,
     AdmissionStatus,
     Change,
+    Context,
     Movement,
     PoolNotLoaded,
     PoolStore,
@@ -67,7 +70,7 @@ class MemoryPoolStore(PoolStore):
             pool.balance += credit
             out.append(Movement("refill", credit, pool.balance))
 
-    async def seed(self, principal: str, seed: Seed) -> bool:
+    async def seed(self, principal: str, seed: Seed, *, opens: bool = False) -> bool:
         if principal in self._pools:
             return False
         self._pools[principal] = _Pool(seed.balance_micro, seed.refilled_at, seed.carry, seed.overrides)
@@ -110,7 +113,15 @@ class MemoryPoolStore(PoolStore):
         return Admission(status, view)
 
     async def settle(
-        self, principal: str, *, now: int, params: PoolParams, soft: bool, hold_id: str, cost: int
+        self,
+        principal: str,
+        *,
+        now: int,
+        params: PoolParams,
+        soft: bool,
+        hold_id: str,
+        cost: int,
+        ctx: Context = NO_CONTEXT,
     ) -> Change:
         pool = self._pool(principal, now)
         hold = pool.holds.pop(hold_id, None)
@@ -142,7 +153,14 @@ class MemoryPoolStore(PoolStore):
         return True
 
     async def adjust(
-        self, principal: str, *, now: int, params: PoolParams, kind: AdjustKind, amount: int
+        self,
+        principal: str,
+        *,
+        now: int,
+        params: PoolParams,
+        kind: AdjustKind,
+        amount: int,
+        ctx: Context = NO_CONTEXT,
     ) -> Change:
         pool = self._pool(principal, now)
         effective = pool.overrides.apply(params)

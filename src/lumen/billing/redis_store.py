@@ -1,10 +1,20 @@
 """The Redis pool store: pools shared by every Lumen process, each operation one Lua script.
 
-Per principal, three keys with one hash tag (so they live on one Redis Cluster slot):
+Per principal, three keys with one hash tag:
 
     <prefix>{<principal>}:pool   hash: bal, at, carry, res, and the own settings os, om, or, ost
     <prefix>{<principal>}:holds  hash: reservation id -> amount
     <prefix>{<principal>}:exp    sorted set: reservation id scored by its expiry (epoch ms)
+
+and, shared by all pools, the ledger outbox (`lumen.billing.outbox`):
+
+    <prefix>outbox               list: the movements not yet in the database, oldest first
+    <prefix>outbox:meta          hash: epoch, seq (the movement ids' counter)
+
+Every script that moves coins appends the movements to the outbox in the same atomic step, so a
+movement is either not made at all or made and on its way to the ledger, whatever process dies
+when. Because the scripts touch a pool's keys and the shared outbox, Lumen needs one Redis server
+(or a primary with Sentinel), not a Redis Cluster.
 
 Expiry is logical (the caller's clock, so tests can simulate time): every script first releases
 the holds whose expiry has passed, so a crashed process's reservations stop counting against the
@@ -14,20 +24,28 @@ on first use (`PoolNotLoaded`), and must run with ``maxmemory-policy noeviction`
 Lua numbers are IEEE doubles: integers are exact below 2^53 (9 * 10^15 micro-coins, far above the
 10^9-coin limit on amounts), and the refill's products are split so that none exceeds that (see
 ``accrue`` in the script, which computes exactly what `lumen.billing.pools.accrue` computes).
+Numbers are written into outbox entries with ``%d``, never ``tostring`` (which rounds to 14 digits).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+import orjson
 from redis.asyncio import BlockingConnectionPool, Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from lumen.billing.outbox import OutboxDrainer, OutboxKeys
 from lumen.billing.pools import PoolOverrides, PoolParams, PoolStateName
 from lumen.billing.store import (
+    NO_CONTEXT,
+    START_CONTEXT,
     AdjustKind,
     Admission,
     AdmissionStatus,
     Change,
+    Context,
     Movement,
     PoolNotLoaded,
     PoolStore,
@@ -36,18 +54,52 @@ from lumen.billing.store import (
 )
 
 _SCRIPT = r"""
-local pool, holds, exp = KEYS[1], KEYS[2], KEYS[3]
+local pool, holds, exp, meta, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local op = ARGV[1]
 local H = 3600000
 
+-- The ledger outbox. Every movement is appended to it by the script that makes it, as one JSON
+-- array: [id, kind, amount, balance after, at, refilled at, carry, principal, request id, actor,
+-- note]. The id is "<epoch>-<seq>": seq counts up in `meta`, and the epoch is a random token
+-- created (by the client, on the -2 answer) whenever `meta` is missing, so after Redis lost its
+-- data the new ids never repeat an old one. The principal and the caller's context arrive as JSON
+-- in the last four arguments of an operation that moves coins.
+local JOURNALING = {seed = true, settle = true, grant = true, refund = true, set = true, reset = true}
+local epoch = false
+if JOURNALING[op] then
+  epoch = redis.call('HGET', meta, 'epoch')
+end
+local L = #ARGV - 3
+local ctx_note = ARGV[L + 3]
+local entries = {}
+local function fmt(x) return string.format('%d', x) end
+local function journal(kind, amount, after, t, rat, rcarry, rid, actor, note)
+  local seq = redis.call('HINCRBY', meta, 'seq', 1)
+  table.insert(entries, '["' .. epoch .. '-' .. fmt(seq) .. '","' .. kind .. '",' .. fmt(amount) .. ',' ..
+    fmt(after) .. ',' .. fmt(t) .. ',' .. fmt(rat) .. ',' .. fmt(rcarry) .. ',' .. ARGV[L] .. ',' ..
+    rid .. ',' .. actor .. ',' .. note .. ']')
+end
+local function append_entries()
+  if #entries > 0 then redis.call('RPUSH', outbox, unpack(entries)) end
+end
+
 if op == 'seed' then
-  if redis.call('EXISTS', pool) == 1 then return 0 end
+  if redis.call('EXISTS', pool) == 1 then return {0} end
+  local opens = ARGV[9] == '1'
+  if opens and not epoch then return {-2} end  -- before any change: the client makes one, retries
   redis.call('DEL', holds, exp)  -- holds without their pool are stale: never count them
   redis.call('HSET', pool, 'bal', ARGV[2], 'at', ARGV[3], 'carry', ARGV[4], 'res', 0,
              'os', ARGV[5], 'om', ARGV[6], 'or', ARGV[7], 'ost', ARGV[8])
-  return 1
+  if opens then
+    local b = tonumber(ARGV[2])
+    journal('start', b, b, tonumber(ARGV[3]), tonumber(ARGV[3]), tonumber(ARGV[4]),
+            ARGV[L + 1], ARGV[L + 2], ARGV[L + 3])
+    append_entries()
+  end
+  return {1}
 end
 if redis.call('EXISTS', pool) == 0 then return {-1} end
+if JOURNALING[op] and not epoch then return {-2} end
 
 if op == 'overrides' then
   redis.call('HSET', pool, 'os', ARGV[2], 'om', ARGV[3], 'or', ARGV[4], 'ost', ARGV[5])
@@ -176,6 +228,9 @@ if op == 'settle' then
     forgiven = cost - charged
     bal = bal - charged
     move('charge', -charged)
+    if forgiven > 0 then
+      ctx_note = string.format('"cost %d, %d forgiven (pool empty)"', cost, forgiven)
+    end
   end
 elseif op == 'grant' or op == 'refund' then
   materialise()
@@ -193,18 +248,32 @@ else
   return redis.error_reply('unknown op ' .. op)
 end
 
+-- Every row of a change carries the refill clock after the change; refills are the system's.
+for i = 1, #moves, 3 do
+  if moves[i] == 'refill' then
+    journal('refill', moves[i + 1], moves[i + 2], now, at, carry, 'null', '"system"', 'null')
+  else
+    journal(moves[i], moves[i + 1], moves[i + 2], now, at, carry, ARGV[L + 1], ARGV[L + 2], ctx_note)
+  end
+end
+append_entries()
 redis.call('HSET', pool, 'bal', bal, 'at', at, 'carry', carry, 'res', res)
 local out = {1, bal, at, carry, charged, forgiven}
 for _, v in ipairs(moves) do table.insert(out, v) end
 return out
 """
 
+_EPOCH_ATTEMPTS = 3
 _STATES: dict[int, PoolStateName] = {0: "blocked", 1: "limited", 2: "unlimited"}
 _STATUS: dict[int, AdmissionStatus] = {0: "insufficient", 1: "ok", 2: "unlimited", 3: "blocked"}
 
 
 def _opt(value: int | str | None) -> str:
     return "" if value is None else str(value)
+
+
+def _json(value: str | None) -> str:
+    return orjson.dumps(value).decode()
 
 
 def _text(value: Any) -> str:
@@ -224,20 +293,37 @@ class RedisPoolStore(PoolStore):
     """Pools in Redis. `redis` is the caller's client (``redis.asyncio.Redis``); it is not closed
     here. `prefix` namespaces the keys (e.g. per deployment, or per test)."""
 
+    journals = True
+
     def __init__(self, redis: Redis, *, prefix: str = "lumen:coins:") -> None:
         self._redis = redis
         self._prefix = prefix
+        self._outbox = OutboxKeys.under(prefix)
         self._script = redis.register_script(_SCRIPT)
+
+    def outbox_drainer(self, engine: AsyncEngine, *, interval: float) -> OutboxDrainer:
+        return OutboxDrainer(self._redis, engine, keys=self._outbox, interval=interval)
 
     def _keys(self, principal: str) -> list[str]:
         base = f"{self._prefix}{{{principal}}}"
-        return [f"{base}:pool", f"{base}:holds", f"{base}:exp"]
+        return [f"{base}:pool", f"{base}:holds", f"{base}:exp", self._outbox.meta, self._outbox.entries]
 
     async def _call(self, principal: str, *args: int | str) -> Any:
-        result = await self._script(keys=self._keys(principal), args=list(args))
-        if isinstance(result, list) and result and result[0] == -1:
-            raise PoolNotLoaded(principal)
-        return result
+        for _ in range(_EPOCH_ATTEMPTS):
+            result = await self._script(keys=self._keys(principal), args=list(args))
+            if not (isinstance(result, list) and result and result[0] < 0):
+                return result
+            if result[0] == -1:
+                raise PoolNotLoaded(principal)
+            # -2: the outbox has no epoch (Redis started empty); make one, then run the operation
+            # again (the script changed nothing). HSETNX: of racing processes, the first one wins.
+            await self._redis.hsetnx(self._outbox.meta, "epoch", os.urandom(8).hex())
+        raise RuntimeError(f"the coin ledger outbox {self._outbox.meta} keeps losing its epoch")
+
+    @staticmethod
+    def _ledger_args(principal: str, ctx: Context) -> tuple[str, str, str, str]:
+        # JSON, spliced as they are into the outbox entry by the script.
+        return _json(principal), _json(ctx.request_id), _json(ctx.actor), _json(ctx.note)
 
     @staticmethod
     def _params_args(params: PoolParams) -> tuple[str, int, int, int]:
@@ -258,22 +344,22 @@ class RedisPoolStore(PoolStore):
         moves = tuple(Movement(_text(r[i]), int(r[i + 1]), int(r[i + 2])) for i in range(6, len(r), 3))
         return Change(moves, int(r[1]), int(r[2]), int(r[3]), int(r[4]), int(r[5]))
 
-    async def seed(self, principal: str, seed: Seed) -> bool:
+    async def seed(self, principal: str, seed: Seed, *, opens: bool = False) -> bool:
         o = seed.overrides
-        created = await self._script(
-            keys=self._keys(principal),
-            args=[
-                "seed",
-                seed.balance_micro,
-                seed.refilled_at,
-                seed.carry,
-                _opt(o.state),
-                _opt(o.max_micro),
-                _opt(o.refresh_micro),
-                _opt(o.starting_micro),
-            ],
+        created = await self._call(
+            principal,
+            "seed",
+            seed.balance_micro,
+            seed.refilled_at,
+            seed.carry,
+            _opt(o.state),
+            _opt(o.max_micro),
+            _opt(o.refresh_micro),
+            _opt(o.starting_micro),
+            "1" if opens else "0",
+            *self._ledger_args(principal, START_CONTEXT),
         )
-        return int(created) == 1
+        return int(created[0]) == 1
 
     async def reserve(
         self,
@@ -299,10 +385,25 @@ class RedisPoolStore(PoolStore):
         return Admission(_STATUS[int(r[0])], self._view(r))
 
     async def settle(
-        self, principal: str, *, now: int, params: PoolParams, soft: bool, hold_id: str, cost: int
+        self,
+        principal: str,
+        *,
+        now: int,
+        params: PoolParams,
+        soft: bool,
+        hold_id: str,
+        cost: int,
+        ctx: Context = NO_CONTEXT,
     ) -> Change:
         r = await self._call(
-            principal, "settle", now, *self._params_args(params), "1" if soft else "0", hold_id, cost
+            principal,
+            "settle",
+            now,
+            *self._params_args(params),
+            "1" if soft else "0",
+            hold_id,
+            cost,
+            *self._ledger_args(principal, ctx),
         )
         return self._change(r)
 
@@ -314,9 +415,18 @@ class RedisPoolStore(PoolStore):
         return int(r[0]) == 1
 
     async def adjust(
-        self, principal: str, *, now: int, params: PoolParams, kind: AdjustKind, amount: int
+        self,
+        principal: str,
+        *,
+        now: int,
+        params: PoolParams,
+        kind: AdjustKind,
+        amount: int,
+        ctx: Context = NO_CONTEXT,
     ) -> Change:
-        r = await self._call(principal, kind, now, *self._params_args(params), amount)
+        r = await self._call(
+            principal, kind, now, *self._params_args(params), amount, *self._ledger_args(principal, ctx)
+        )
         return self._change(r)
 
     async def view(self, principal: str, *, now: int, params: PoolParams) -> PoolView:

@@ -18,15 +18,26 @@ Shared rules, implemented identically by both stores (one test suite runs agains
 - Settling releases the hold and charges the cost. In hard mode the charge is capped at what the
   pool has beyond the other requests' holds (so the balance never goes below zero and other holds
   stay covered); the rest is *forgiven* and reported. Soft mode charges the full cost.
+
+Where the movements go: a store that `journals` (Redis) writes each movement's ledger entry itself,
+in the same atomic step as the balance change (into its outbox, which `outbox_drainer` drains to
+the database), so no movement a caller was told about can be lost with a process. Otherwise (the
+memory store, whose balances die with the process anyway) the bank hands the returned `Change` to
+an in-process `LedgerWriter`.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from lumen.billing.pools import PoolOverrides, PoolParams
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from lumen.billing.outbox import OutboxDrainer
 
 AdjustKind = Literal["grant", "refund", "set", "reset"]
 AdmissionStatus = Literal["ok", "unlimited", "insufficient", "blocked"]
@@ -41,6 +52,26 @@ class Movement:
     kind: str  # "start", "charge", "refill", "grant", "refund", "reset", "set"
     amount_micro: int
     balance_after_micro: int
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What the ledger rows of one balance change say besides the amounts (refill rows, made by
+    the system, say ``actor="system"`` and nothing else)."""
+
+    request_id: str | None = None
+    actor: str | None = None
+    note: str | None = None
+
+
+NO_CONTEXT = Context()
+START_CONTEXT = Context(actor="system", note="starting balance")
+"""The ledger context of a new pool's ``start`` movement."""
+
+
+def forgiven_note(cost: int, forgiven: int) -> str:
+    """The note on a charge that could not be taken in full (the Redis script writes the same)."""
+    return f"cost {cost}, {forgiven} forgiven (pool empty)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,9 +129,20 @@ class PoolStore(ABC):
     runs_without_awaiting: bool = False
     """True when no method ever suspends, so the bank may call it without a shielding task."""
 
+    journals: bool = False
+    """True when the store writes every movement's ledger entry itself, atomically with it."""
+
+    def outbox_drainer(self, engine: AsyncEngine, *, interval: float) -> OutboxDrainer | None:
+        """What moves a journaling store's entries to the database (None: the store does not journal)."""
+        return None
+
     @abstractmethod
-    async def seed(self, principal: str, seed: Seed) -> bool:
-        """Create the pool from `seed` unless it exists; True if this call created it."""
+    async def seed(self, principal: str, seed: Seed, *, opens: bool = False) -> bool:
+        """Create the pool from `seed` unless it exists; True if this call created it.
+
+        `opens`: the pool is new, and its balance is its starting balance: a journaling store
+        records a ``start`` movement with it when (and only when) this call creates the pool.
+        """
 
     @abstractmethod
     async def reserve(
@@ -117,9 +159,18 @@ class PoolStore(ABC):
 
     @abstractmethod
     async def settle(
-        self, principal: str, *, now: int, params: PoolParams, soft: bool, hold_id: str, cost: int
+        self,
+        principal: str,
+        *,
+        now: int,
+        params: PoolParams,
+        soft: bool,
+        hold_id: str,
+        cost: int,
+        ctx: Context = NO_CONTEXT,
     ) -> Change:
-        """Release the hold (if it has not expired) and charge `cost`."""
+        """Release the hold (if it has not expired) and charge `cost`. A charge not taken in full
+        gets the `forgiven_note` instead of ``ctx.note``."""
 
     @abstractmethod
     async def release(self, principal: str, *, now: int, hold_id: str) -> None: ...
@@ -130,7 +181,14 @@ class PoolStore(ABC):
 
     @abstractmethod
     async def adjust(
-        self, principal: str, *, now: int, params: PoolParams, kind: AdjustKind, amount: int
+        self,
+        principal: str,
+        *,
+        now: int,
+        params: PoolParams,
+        kind: AdjustKind,
+        amount: int,
+        ctx: Context = NO_CONTEXT,
     ) -> Change:
         """grant/refund: add `amount`; set: make the balance `amount`; reset: the starting balance."""
 

@@ -44,6 +44,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from lumen.store.tables import usage_records
+from lumen.store.writebehind import FlushLoop
 
 log = logging.getLogger(__name__)
 
@@ -128,11 +129,7 @@ class UsageRecorder:
             raise ValueError("flush_interval and retry_initial must be > 0, retry_max >= retry_initial")
         self._engine = engine
         self._batch_size = batch_size
-        self._flush_interval = flush_interval
         self._max_queue = max_queue
-        self._retry_initial = retry_initial
-        self._retry_max = retry_max
-        self._close_timeout = close_timeout
 
         self.queued = 0
         self.written = 0
@@ -142,12 +139,15 @@ class UsageRecorder:
 
         self._buffer: deque[UsageRecord] = deque()
         self._inflight = 0
-        self._consecutive_failures = 0
-        self._wakeup = asyncio.Event()  # a full batch is waiting, or we are closing
-        self._stop = asyncio.Event()  # closing: cut any backoff short
         self._lock = asyncio.Lock()  # one writer at a time: the background task, flush() or aclose()
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
+        self._loop = FlushLoop(
+            self.flush,
+            name="lumen-usage-recorder",
+            interval=flush_interval,
+            retry_initial=retry_initial,
+            retry_max=retry_max,
+            close_timeout=close_timeout,
+        )
         self._closed = False
 
     @property
@@ -167,14 +167,13 @@ class UsageRecorder:
             self.dropped += 1
         self._buffer.append(rec)
         if len(self._buffer) >= self._batch_size:
-            self._wakeup.set()
+            self._loop.wake()
 
     async def start(self) -> None:
         """Launch the background flush task (idempotent)."""
-        if self._closing:
+        if self._loop.closing:
             raise RuntimeError("UsageRecorder is closed")
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="lumen-usage-recorder")
+        self._loop.start()
 
     async def flush(self) -> None:
         """Write everything buffered now. Raises if a write fails; the records are kept for a retry."""
@@ -186,15 +185,8 @@ class UsageRecorder:
         """Write everything recorded so far, then stop. Safe to call twice."""
         if self._closed:
             return
-        self._closing = True
-        self._stop.set()
-        self._wakeup.set()
         try:
-            async with asyncio.timeout(self._close_timeout):
-                await self._stop_task()  # lets a flush in progress finish
-                await self._flush_with_retries()
-        except TimeoutError:
-            pass
+            await self._loop.aclose()
         finally:
             self._closed = True
             lost = len(self._buffer)
@@ -202,55 +194,6 @@ class UsageRecorder:
                 self._buffer.clear()
                 self.dropped += lost
                 log.error("usage recorder closed with the database failing: %d usage records lost", lost)
-
-    async def _stop_task(self) -> None:
-        task = self._task
-        if task is None or task.done():
-            return
-        try:
-            await task
-        except asyncio.CancelledError:
-            # Someone else cancelled the task: its batch went back to the buffer, and the final
-            # flush writes it. If *we* are being cancelled (the close timeout), go on cancelling.
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise
-
-    async def _run(self) -> None:
-        while not self._closing:
-            if len(self._buffer) < self._batch_size:
-                try:
-                    async with asyncio.timeout(self._flush_interval):
-                        await self._wakeup.wait()
-                except TimeoutError:
-                    pass
-            self._wakeup.clear()
-            if self._closing:
-                return  # aclose() takes over the final flush
-            if self._buffer:
-                try:
-                    await self.flush()
-                except Exception:  # noqa: BLE001 - counted and logged in _write_next_batch
-                    await self._backoff()
-
-    async def _flush_with_retries(self) -> None:
-        while True:
-            try:
-                await self.flush()
-                return
-            except Exception:  # noqa: BLE001 - counted and logged in _write_next_batch
-                await asyncio.sleep(self._next_delay())
-
-    async def _backoff(self) -> None:
-        try:
-            async with asyncio.timeout(self._next_delay()):
-                await self._stop.wait()
-        except TimeoutError:
-            pass
-
-    def _next_delay(self) -> float:
-        exponent = min(self._consecutive_failures - 1, 30)
-        return float(min(self._retry_max, self._retry_initial * 2 ** max(exponent, 0)))
 
     async def _write_next_batch(self) -> None:
         """Write up to batch_size records from the front of the buffer; on failure put back the unwritten."""
@@ -266,10 +209,8 @@ class UsageRecorder:
                 if not _is_data_error(exc):
                     raise
                 await self._insert_one_by_one(batch)
-            self._consecutive_failures = 0
         except Exception:
             self.flush_failures += 1
-            self._consecutive_failures += 1
             log.warning("usage flush failed; %d records kept for retry", len(batch), exc_info=True)
             raise
         finally:
