@@ -82,3 +82,11 @@ def test_secret_is_never_in_repr(tmp_path: Path) -> None:
     settings = _load(tmp_path, config)
     assert "literal-secret" not in repr(settings)
     assert "literal-secret" not in settings.models[0].endpoints[0].label()  # type: ignore[attr-defined]
+
+
+def test_an_empty_secret_in_the_environment_counts_as_unset() -> None:
+    """`LUMEN_METRICS_TOKEN=` must not turn /metrics on with an empty token (anyone could read it)."""
+    environ = {"LUMEN_METRICS_TOKEN": "", "LUMEN_REDIS_URL": "  ", "LUMEN_SECRET_KEY": ""}
+    server = load_settings(None, environ=environ).server
+    assert server.metrics_token is None and server.redis_url is None and server.secret_key is None
+    assert load_settings(None, environ={"LUMEN_METRICS_TOKEN": "t0k"}).server.metrics_token is not None

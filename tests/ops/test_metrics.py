@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import httpx
 
-from tests.support import ECHO, RunningLumen, model, running_lumen
+from tests.fakes.upstream import FakeUpstream
+from tests.support import ECHO, RunningLumen, model, running_lumen, upstream
 
 TOKEN = "metrics-secret-token"
 CHAT = {"model": "echo", "messages": [{"role": "user", "content": "one two three"}]}
@@ -46,3 +48,36 @@ def test_metrics_are_off_without_a_token(echo_lumen: RunningLumen) -> None:
     response = httpx.get(echo_lumen.url + "/metrics")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "unknown_url"
+
+
+def test_gauges_show_requests_holding_reservations_and_the_coin_backlog(
+    tmp_path: Path, fake: FakeUpstream
+) -> None:
+    import threading
+
+    fake.mode = "slow_start"
+    fake.first_delay = 1.5
+    config = {
+        "server": {"metrics_token": TOKEN},
+        "models": [model("slow", upstream(fake.url), price={"output": 1})],
+    }
+    scrape = {"Authorization": f"Bearer {TOKEN}"}
+    with running_lumen(tmp_path, config) as lumen:
+        body = {"model": "slow", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+        streaming = threading.Thread(
+            target=lambda: httpx.post(
+                lumen.v1 + "/chat/completions", headers=lumen.auth, json=body, timeout=30
+            )
+        )
+        streaming.start()
+        deadline = time.monotonic() + 20
+        during = 0.0
+        while time.monotonic() < deadline and during == 0:
+            during = _sample(httpx.get(lumen.url + "/metrics", headers=scrape).text, "lumen_requests_holding")
+            time.sleep(0.02)
+        streaming.join()
+        after = httpx.get(lumen.url + "/metrics", headers=scrape).text
+    assert during == 1
+    assert _sample(after, "lumen_requests_holding") == 0
+    assert _sample(after, "lumen_settlements_pending") >= 0
+    assert _sample(after, "lumen_coin_movements_pending") >= 0

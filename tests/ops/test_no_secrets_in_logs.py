@@ -44,3 +44,29 @@ def test_keys_and_credentials_stay_out_of_the_logs(
     assert fake.headers and fake.headers[0]["authorization"].startswith("Basic ")  # URL credentials used
     for secret in (TEST_KEY, "sk_" + "x" * 43, UPSTREAM_KEY, URL_PASSWORD):
         assert secret not in logged  # ... without a secret
+
+
+def test_an_unreachable_backend_is_named_without_its_credentials(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Connection errors name the backend, in the log and in the client's 502, without the URL's
+    user info or query string."""
+    import socket
+
+    caplog.set_level(logging.DEBUG)
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://user:{URL_PASSWORD}@127.0.0.1:{port}/v1?api_key={UPSTREAM_KEY}"
+    config = {"routing": {"health_interval": 0.05}, "models": [{"name": "m", "endpoints": [upstream(url)]}]}
+    with running_lumen(tmp_path, config) as lumen:
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        answer = httpx.post(lumen.v1 + "/chat/completions", headers=lumen.auth, json=body)
+        import time
+
+        time.sleep(0.3)  # a few health checks fail and are logged
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert answer.status_code in (502, 503), answer.text
+    assert f"127.0.0.1:{port}" in logged  # the backend is named ...
+    for text in (answer.text, logged):
+        assert URL_PASSWORD not in text and UPSTREAM_KEY not in text  # ... without its secrets

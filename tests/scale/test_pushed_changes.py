@@ -137,3 +137,11 @@ def test_the_cli_policy_commands_reach_every_process(cluster: Cluster) -> None:
             for u in cluster.urls
         )
     )
+
+
+def test_the_admin_audit_checks_the_live_balances_in_redis(cluster: Cluster) -> None:
+    for url in cluster.urls:
+        assert httpx.post(url + "/v1/chat/completions", headers=ADMIN, json=CHAT).status_code == 200
+    audit = httpx.get(cluster.urls[1] + "/api/admin/audit", headers=ADMIN, timeout=30).json()
+    assert audit["ok"] is True and audit["discrepancies"] == []
+    assert isinstance(audit["outbox"], int)  # read from Redis: only the Redis audit reports it

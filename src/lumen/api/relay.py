@@ -93,6 +93,7 @@ class StreamRelay:
         self._held_usage: bytes | None = None
         self._template: dict[str, Any] = {}
         self.outcome = StreamOutcome()
+        self._closed = False
 
     async def events(self) -> AsyncGenerator[bytes, None]:
         try:
@@ -105,7 +106,24 @@ class StreamRelay:
             self.outcome.cancelled = True
             raise
         finally:
+            await self.close()
+
+    async def abandon(self) -> None:
+        """Closes a stream whose `events()` may never have started: a client that leaves while
+        the response's first bytes are being sent. Closing an unstarted generator runs none of its
+        code, so its `finally` cannot be what closes the upstream and settles the bill."""
+        if not self._closed:
+            self.outcome.cancelled = True
+        await self.close()
+
+    async def close(self) -> None:
+        """Closes the upstream and reports the outcome, once."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
             await self._stream.aclose()
+        finally:
             self._on_close(self.endpoint, self.outcome)
 
     async def _run(self) -> AsyncIterator[bytes]:

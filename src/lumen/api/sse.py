@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -23,8 +23,18 @@ SSE_HEADERS = [
 
 
 class SSEResponse(Response):
-    def __init__(self, stream: AsyncGenerator[bytes, None], headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        stream: AsyncGenerator[bytes, None],
+        headers: dict[str, str] | None = None,
+        *,
+        on_abandon: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """`on_abandon` runs after the stream is closed, whether or not it ever started: what
+        must be released even when the client leaves before the first chunk (it must be
+        idempotent, as the stream's own `finally` may already have released it)."""
         self.stream = stream
+        self.on_abandon = on_abandon
         self.status_code = 200
         self.sse_headers = [*SSE_HEADERS, *((k.encode(), v.encode()) for k, v in (headers or {}).items())]
 
@@ -56,7 +66,11 @@ class SSEResponse(Response):
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-            await self.stream.aclose()
+            try:
+                await self.stream.aclose()
+            finally:
+                if self.on_abandon is not None:
+                    await self.on_abandon()
 
 
 def _uncancel(task: asyncio.Task[object]) -> None:

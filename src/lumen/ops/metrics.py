@@ -8,12 +8,14 @@ usage records, which every served or refused request produces, so the two always
 from __future__ import annotations
 
 import hmac
+import logging
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -24,6 +26,7 @@ from lumen.usage.recorder import UsageRecord
 if TYPE_CHECKING:
     from lumen.state import AppState
 
+log = logging.getLogger(__name__)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
@@ -65,7 +68,19 @@ class Metrics:
             ["code"],
             registry=self.registry,
         )
-        self.registry.register(_LiveState(state))
+        self._live = _LiveState(state)
+        self.registry.register(self._live)
+
+    async def refresh(self, state: AppState) -> None:
+        """Reads, before a scrape, the values that need I/O (a collector cannot await)."""
+        bank = state.gate.bank
+        if bank.outbox is None:
+            self._live.coin_backlog = bank.ledger.pending
+            return
+        try:
+            self._live.coin_backlog = await bank.outbox.length()
+        except RedisError:
+            log.warning("could not read the coin outbox's length for /metrics")
 
     def observe(self, record: UsageRecord) -> None:
         model = record.model or "-"
@@ -89,6 +104,7 @@ class _LiveState(Collector):
 
     def __init__(self, state: Callable[[], AppState]) -> None:
         self._state = state
+        self.coin_backlog = 0
 
     def describe(self) -> Iterator[Metric]:
         # Registration would otherwise call collect() to learn the names, before the app exists.
@@ -117,6 +133,23 @@ class _LiveState(Collector):
         )
         dropped.add_metric([], float(recorder.dropped))
         yield dropped
+        gate = state.gate
+        holding = GaugeMetricFamily(
+            "lumen_requests_holding",
+            "Admitted requests holding a rate-limit admission and coin reservations in this process.",
+        )
+        holding.add_metric([], float(gate.holding))
+        yield holding
+        settling = GaugeMetricFamily("lumen_settlements_pending", "Settlements started and not finished.")
+        settling.add_metric([], float(gate.settling))
+        yield settling
+        coins = GaugeMetricFamily(
+            "lumen_coin_movements_pending",
+            "Coin movements not yet in the database ledger: this process's buffer, or with Redis the "
+            "shared outbox (read at scrape time).",
+        )
+        coins.add_metric([], float(self.coin_backlog))
+        yield coins
 
 
 async def metrics(request: Request) -> Response:
@@ -129,6 +162,7 @@ async def metrics(request: Request) -> Response:
     given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
     if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
         raise AuthenticationFailed("/metrics needs `Authorization: Bearer <server.metrics_token>`.")
+    await state.metrics.refresh(state)
     return Response(generate_latest(state.metrics.registry), media_type="text/plain; version=0.0.4")
 
 

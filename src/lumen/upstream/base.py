@@ -32,6 +32,8 @@ class CallOptions:
     between_chunks_timeout: float = 60.0
     request_timeout: float = 600.0
     request_id: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    """More headers for the upstream (the trace context when tracing is on)."""
 
 
 class ChunkStream(Protocol):

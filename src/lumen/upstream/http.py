@@ -11,6 +11,7 @@ import asyncio
 import functools
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import orjson
@@ -49,14 +50,19 @@ class OpenAIBackend:
     def __init__(self, session: aiohttp.ClientSession, base_url: str, api_key: str | None) -> None:
         self._session = session
         self._base = base_url.rstrip("/")
+        # What errors (seen by clients and logs) may show of the URL: no credentials, no query.
+        self._shown = shown_url(self._base)
         self._headers = {"Content-Type": "application/json", "User-Agent": "lumen"}
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
 
     def _request_headers(self, call: CallOptions) -> dict[str, str]:
-        if call.request_id is None:
+        if call.request_id is None and not call.headers:
             return self._headers
-        return {**self._headers, "X-Request-ID": call.request_id}
+        headers = {**self._headers, **dict(call.headers)}
+        if call.request_id is not None:
+            headers["X-Request-ID"] = call.request_id
+        return headers
 
     async def request(self, op: Operation, body: JSON, call: CallOptions) -> JSON:
         timeout = _timeout(call.request_timeout, call.connect_timeout)
@@ -70,7 +76,7 @@ class OpenAIBackend:
                 raw = await response.read()
                 status = response.status
         except Exception as exc:
-            raise _translate(exc, self._base) from exc
+            raise _translate(exc, self._shown) from exc
         if status >= 400:
             raise status_error(status, raw)
         try:
@@ -94,16 +100,16 @@ class OpenAIBackend:
                     timeout=timeout,
                 )
         except Exception as exc:
-            raise _translate(exc, self._base) from exc
+            raise _translate(exc, self._shown) from exc
         if response.status >= 400:
             try:
                 raw = await response.read()
             except Exception as exc:
-                raise _translate(exc, self._base) from exc
+                raise _translate(exc, self._shown) from exc
             finally:
                 response.release()
             raise status_error(response.status, raw)
-        return HTTPChunkStream(response, call, self._base)
+        return HTTPChunkStream(response, call, self._shown)
 
     async def probe(self) -> None:
         timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT)
@@ -114,7 +120,7 @@ class OpenAIBackend:
                 raw = await resp.read()
                 status = resp.status
         except Exception as exc:
-            raise _translate(exc, self._base) from exc
+            raise _translate(exc, self._shown) from exc
         if status >= 400:
             raise status_error(status, raw)
 
@@ -212,6 +218,16 @@ def _error_fields(raw: bytes) -> tuple[str | None, str | None, str | None, str |
 
     # vLLM sends `code` as the HTTP status (an int); only string codes mean something to clients.
     return field("message") or field("detail"), field("type"), field("param"), field("code")
+
+
+def shown_url(url: str) -> str:
+    """`url` without its user info and query string, which may carry credentials."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def _translate(exc: BaseException, base: str) -> UpstreamError:
