@@ -37,6 +37,8 @@ from lumen.limits import HEADER_NAMES, Limiter, LimiterSettings
 from lumen.ops import health, metrics
 from lumen.ops.metrics import Metrics
 from lumen.ops.request_id import RequestIdMiddleware
+from lumen.ops.tracing import TracingMiddleware, start_tracing
+from lumen.portal.app import Portal
 from lumen.reload import watch_config
 from lumen.settings import Settings, environment
 from lumen.state import AppState, configure_access
@@ -89,11 +91,19 @@ def create_app(
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await portal.aclose()
             await _stop(state)
+            if tracer_provider is not None:
+                # Exports what is still batched; a blocking HTTP call, so off the loop.
+                await asyncio.to_thread(tracer_provider.shutdown)
 
+    tracer_provider = start_tracing(settings.tracing) if settings.tracing.otlp_endpoint else None
+    tracing = (
+        [Middleware(TracingMiddleware, tracer=tracer_provider.get_tracer("lumen"))] if tracer_provider else []
+    )
     app = Starlette(
         routes=[*v1.routes(), *health.routes(), *metrics.routes()],
-        middleware=[Middleware(RequestIdMiddleware), *_cors(settings)],
+        middleware=[*tracing, Middleware(RequestIdMiddleware), *_cors(settings)],
         exception_handlers={
             LumenError: handle_lumen_error,
             HTTPException: handle_http_exception,
@@ -101,7 +111,10 @@ def create_app(
         },
         lifespan=lifespan,
     )
-    app.mount("/api/admin", build_admin_api(lambda: app.state.lumen))
+    portal = Portal(lambda: app.state.lumen)
+    app.mount("/api/admin", build_admin_api(lambda: app.state.lumen, session_auth=portal.admin_principal))
+    if settings.portal.enabled:
+        app.router.routes.append(portal.route())  # last: it takes every path the API does not
     return app
 
 

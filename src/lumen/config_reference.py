@@ -10,6 +10,8 @@ from lumen.access.config import AccessSettings, EntityAccess, ModelAccess
 from lumen.billing.config import BillingSettings, PoolSettings
 from lumen.identity.groups import ClaimRule, GroupSettings
 from lumen.limits.config import LimiterSettings, LimitSettings, ScopeLimits
+from lumen.ops.tracing import TracingSettings
+from lumen.portal.config import FooterLink, OidcSettings, PortalSettings
 from lumen.settings import (
     Capabilities,
     EndpointSettings,
@@ -42,6 +44,10 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("rate_limits", LimiterSettings),
     ("rate_limits.default, groups[].rate_limits", LimitSettings),
     ("... .key, .principal, .model, .models[name]", ScopeLimits),
+    ("portal", PortalSettings),
+    ("portal.oidc", OidcSettings),
+    ("portal.footer_links[]", FooterLink),
+    ("tracing", TracingSettings),
 ]
 BEGIN = "<!-- BEGIN GENERATED: lumen.config_reference -->"
 END = "<!-- END GENERATED -->"
@@ -52,7 +58,7 @@ def render() -> str:
     for path, model in SECTIONS:
         parts.append(f"\n### `{path}`\n\n| key | default | description |\n|---|---|---|")
         for name, field in model.model_fields.items():
-            parts.append(f"| `{name}` | {_default(field)} | {(field.description or '').strip()} |")
+            parts.append(f"| `{name}` | {_default(field)} | {' '.join((field.description or '').split())} |")
     parts.append("\n" + END)
     return "\n".join(parts)
 

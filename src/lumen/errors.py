@@ -3,7 +3,10 @@
     LumenError                      any error with an OpenAI envelope (status, type, code, param)
     ├── InvalidRequest              400 invalid_request_error (bad JSON, wrong types, bad values)
     ├── AuthenticationFailed        401 invalid_api_key
+    │   └── LoginRequired           401 login_required (a portal page without a session)
     ├── PermissionDenied            403
+    │   ├── LoginFailed             403 login_failed (the portal refused a login)
+    │   └── CsrfFailed              403 csrf_failed (a portal request without its CSRF token)
     ├── NotFound                    404 (unknown route)
     │   └── ModelNotFound           404 model_not_found
     ├── PayloadTooLarge             413
@@ -63,6 +66,25 @@ class PermissionDenied(LumenError):
     status = 403
     type = "invalid_request_error"
     code = "permission_denied"
+
+
+class LoginRequired(AuthenticationFailed):
+    """A portal page or a session-authenticated call without a live session."""
+
+    code = "login_required"
+
+
+class LoginFailed(PermissionDenied):
+    """The portal refused a login (wrong password, unverified email, provider error); the
+    message says what to do."""
+
+    code = "login_failed"
+
+
+class CsrfFailed(PermissionDenied):
+    """A state-changing portal request without the CSRF token of its session."""
+
+    code = "csrf_failed"
 
 
 class NotFound(LumenError):

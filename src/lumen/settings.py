@@ -31,6 +31,8 @@ from lumen.billing.config import BillingSettings
 from lumen.config_base import ConfigSection
 from lumen.identity.groups import GroupSettings
 from lumen.limits.config import LimiterSettings
+from lumen.ops.tracing import TracingSettings
+from lumen.portal.config import PortalSettings
 from lumen.store.engine import default_sqlite_url
 
 ENV_PREFIX = "LUMEN_"
@@ -84,10 +86,21 @@ class ServerSettings(ConfigSection):
     redis_cache_seconds: float = Field(default=60.0, gt=0, le=3600)
     """With Redis, every change is pushed to every process at once; cached entries are still re-read
     after this long, as a safety net for changes written straight into the database."""
+    workers: int = Field(default=1, ge=1, le=64)
+    """Worker processes of `lumen serve`, sharing its port; more than one needs `redis_url`. About
+    one per CPU core; see docs/deploy.md."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Log verbosity."""
     reload_interval: float = Field(default=1.0, ge=0)
     """Seconds between checks of the config file for changes (0 turns hot reload off)."""
+
+    @field_validator(
+        "bootstrap_key", "secret_key", "metrics_token", "redis_url", "database_url", mode="before"
+    )
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        # `LUMEN_METRICS_TOKEN=` in a compose file or chart means "not set", never "the empty token".
+        return None if isinstance(value, str) and not value.strip() else value
 
 
 class RoutingSettings(ConfigSection):
@@ -193,7 +206,8 @@ class EndpointSettings(ConfigSection):
         masked)."""
         if self.type == "local":
             return f"local:{self.engine}"
-        return re.sub(r"//[^/@]*@", "//***@", str(self.url))
+        # Query strings may carry keys (`?api_key=`) too: a label never shows one.
+        return re.sub(r"//[^/@]*@", "//***@", str(self.url)).split("?", 1)[0].split("#", 1)[0]
 
 
 class ModelSettings(ConfigSection):
@@ -245,6 +259,10 @@ class Settings(ConfigSection):
     """The global default of model access and the default acknowledgement notice (docs/access.md)."""
     rate_limits: LimiterSettings = LimiterSettings()
     """Rate limits: the backend (memory or Redis) and the defaults (docs/rate-limits.md)."""
+    portal: PortalSettings = PortalSettings()
+    """The web portal: branding, login (local and OIDC) and sessions (docs/portal.md)."""
+    tracing: TracingSettings = TracingSettings()
+    """Optional OpenTelemetry tracing (docs/operations.md)."""
 
     @model_validator(mode="after")
     def _unique_model_names(self) -> Settings:
@@ -354,7 +372,7 @@ def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
         if not name.startswith(ENV_PREFIX) or name in ENV_SHORTCUTS or "__" not in name:
             continue
         section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
-        if section in ("server", "routing", "local") and key:
+        if section in ("server", "routing", "local", "portal", "tracing") and key:
             _set_section(raw, section, key, value)
 
 

@@ -6,10 +6,10 @@ served at /api/admin/openapi.json (no bundled Swagger page: it would load script
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -19,7 +19,9 @@ from starlette.responses import Response
 
 from lumen.access import store as access_store
 from lumen.access.config import EntityAccess
+from lumen.admin import audit_log
 from lumen.admin.protocol import (
+    AuditEntryPublic,
     CoinChange,
     KeyCreate,
     KeyCreated,
@@ -34,10 +36,11 @@ from lumen.admin.protocol import (
     UserPublic,
     UserUpdate,
 )
-from lumen.api.errors import error_response, handle_http_exception, handle_lumen_error
-from lumen.billing.audit import audit
+from lumen.api.errors import error_response, handle_http_exception, handle_lumen_error, invalid_request
+from lumen.billing.audit import audit, audit_redis
 from lumen.billing.config import coins_to_micro
 from lumen.billing.pools import PoolOverrides, PoolParams
+from lumen.billing.redis_store import redis_client
 from lumen.changes import Change
 from lumen.errors import InvalidRequest, LumenError, PermissionDenied
 from lumen.identity import store
@@ -48,10 +51,20 @@ from lumen.limits.store import set_override as set_limit_override
 from lumen.state import AppState
 from lumen.usage.queries import recent_usage
 
+SessionAuth = Callable[[Request], Awaitable[Principal | None]]
+
 
 async def require_admin(request: Request) -> Principal:
+    """An administrator's API key, or (without an Authorization header) an administrator's
+    portal session; a state-changing call with a session must carry its X-CSRF-Token."""
     state: AppState = request.app.state.get_state()
-    principal = await state.authenticate(request.headers.get("authorization"))
+    authorization = request.headers.get("authorization")
+    session_auth: SessionAuth | None = request.app.state.session_auth
+    principal = None
+    if authorization is None and session_auth is not None:
+        principal = await session_auth(request)
+    if principal is None:
+        principal = await state.authenticate(authorization)
     if not principal.is_admin:
         raise PermissionDenied("This needs an administrator's API key.", code="admin_required")
     return principal
@@ -60,7 +73,7 @@ async def require_admin(request: Request) -> Principal:
 Admin = Annotated[Principal, Depends(require_admin)]
 
 
-def build_admin_api(get_state: Callable[[], AppState]) -> FastAPI:
+def build_admin_api(get_state: Callable[[], AppState], session_auth: SessionAuth | None = None) -> FastAPI:
     app = FastAPI(
         title="Lumen admin API",
         version="1",
@@ -72,9 +85,16 @@ def build_admin_api(get_state: Callable[[], AppState]) -> FastAPI:
     )
 
     app.state.get_state = get_state
+    app.state.session_auth = session_auth
 
     def engine() -> AsyncEngine:
         return get_state().engine
+
+    async def audited(
+        actor: Principal, action: str, target: str, details: Mapping[str, Any] | None = None
+    ) -> None:
+        """Every change made through this API leaves an entry in the audit log (after it succeeded)."""
+        await audit_log.record(engine=engine(), actor=actor, action=action, target=target, details=details)
 
     async def changed() -> None:
         # Every process forgets its cached keys: this one at once, the others through Redis.
@@ -102,10 +122,11 @@ def build_admin_api(get_state: Callable[[], AppState]) -> FastAPI:
         return [UserPublic(**_fields(u)) for u in found]
 
     @app.post("/users", response_model=UserPublic, status_code=201)
-    async def create_user(_: Admin, body: UserCreate) -> UserPublic:
+    async def create_user(principal: Admin, body: UserCreate) -> UserPublic:
         user = await store.create_user(
             engine=engine(), email=body.email, name=body.name, is_admin=body.is_admin
         )
+        await audited(principal, "user.create", user.principal, body.model_dump(mode="json"))
         return UserPublic(**_fields(user))
 
     @app.get("/users/{user_id}", response_model=UserPublic)
@@ -113,11 +134,14 @@ def build_admin_api(get_state: Callable[[], AppState]) -> FastAPI:
         return UserPublic(**_fields(await store.get_user(engine=engine(), user_id=user_id)))
 
     @app.patch("/users/{user_id}", response_model=UserPublic)
-    async def update_user(_: Admin, user_id: int, body: UserUpdate) -> UserPublic:
+    async def update_user(principal: Admin, user_id: int, body: UserUpdate) -> UserPublic:
         user = await store.set_user_flags(
             engine=engine(), user_id=user_id, disabled=body.disabled, is_admin=body.is_admin
         )
         await changed()
+        await audited(
+            principal, "user.update", user.principal, body.model_dump(mode="json", exclude_none=True)
+        )
         return UserPublic(**_fields(user))
 
     @app.get("/projects", response_model=list[ProjectPublic])
@@ -130,15 +154,16 @@ def build_admin_api(get_state: Callable[[], AppState]) -> FastAPI:
         ]
 
     @app.post("/projects", response_model=ProjectPublic, status_code=201)
-    async def create_project(_: Admin, body: ProjectCreate) -> ProjectPublic:
+    async def create_project(principal: Admin, body: ProjectCreate) -> ProjectPublic:
         owner = await store.find_user(engine=engine(), email=body.owner_email)
         project = await store.create_project(
             engine=engine(), name=body.name, owner_id=owner.id, description=body.description
         )
+        await audited(principal, "project.create", project.principal, body.model_dump(mode="json"))
         return await project_public(project)
 
     @app.patch("/projects/{project_id}", response_model=ProjectPublic)
-    async def update_project(_: Admin, project_id: int, body: ProjectUpdate) -> ProjectPublic:
+    async def update_project(principal: Admin, project_id: int, body: ProjectUpdate) -> ProjectPublic:
         project = await store.get_project(engine=engine(), project_id=project_id)
         if body.owner_email is not None:
             owner = await store.find_user(engine=engine(), email=body.owner_email)
@@ -150,16 +175,21 @@ def build_admin_api(get_state: Callable[[], AppState]) -> FastAPI:
                 engine=engine(), project_id=project_id, disabled=body.disabled
             )
             await changed()
+        await audited(
+            principal, "project.update", project.principal, body.model_dump(mode="json", exclude_none=True)
+        )
         return await project_public(project)
 
     @app.put("/projects/{project_id}/managers/{user_id}", status_code=204)
-    async def add_manager(_: Admin, project_id: int, user_id: int) -> Response:
+    async def add_manager(principal: Admin, project_id: int, user_id: int) -> Response:
         await store.add_manager(engine=engine(), project_id=project_id, user_id=user_id)
+        await audited(principal, "project.add_manager", f"project:{project_id}", {"user_id": user_id})
         return Response(status_code=204)
 
     @app.delete("/projects/{project_id}/managers/{user_id}", status_code=204)
-    async def remove_manager(_: Admin, project_id: int, user_id: int) -> Response:
+    async def remove_manager(principal: Admin, project_id: int, user_id: int) -> Response:
         await store.remove_manager(engine=engine(), project_id=project_id, user_id=user_id)
+        await audited(principal, "project.remove_manager", f"project:{project_id}", {"user_id": user_id})
         return Response(status_code=204)
 
     @app.get("/keys", response_model=list[KeyPublic])
@@ -191,12 +221,15 @@ def build_admin_api(get_state: Callable[[], AppState]) -> FastAPI:
             created_by=_user_id(principal),
             coin_cap_micro=None if body.coin_cap is None else coins_to_micro(body.coin_cap),
         )
-        return KeyCreated(**_key_public(key).model_dump(), key=plain)
+        public = _key_public(key)
+        await audited(principal, "key.create", f"key:{key.id}", public.model_dump(mode="json"))
+        return KeyCreated(**public.model_dump(), key=plain)
 
     @app.delete("/keys/{key_id}", response_model=KeyPublic)
-    async def revoke_key(_: Admin, key_id: str) -> KeyPublic:
+    async def revoke_key(principal: Admin, key_id: str) -> KeyPublic:
         key = await store.revoke_key(engine=engine(), key_id=key_id)
         await changed()
+        await audited(principal, "key.revoke", f"key:{key.id}", {"owner": key.principal, "name": key.name})
         return _key_public(key)
 
     @app.get("/usage", response_model=list[UsagePublic])
@@ -246,11 +279,17 @@ def build_admin_api(get_state: Callable[[], AppState]) -> FastAPI:
                 await bank.grant(owner, micro, params=params, actor=principal.id, note=body.note)
             else:
                 await bank.set_balance(owner, micro, params=params, actor=principal.id, note=body.note)
+        await audited(
+            principal,
+            f"coins.{action}",
+            owner,
+            body.model_dump(mode="json", exclude={"user_id", "project_id"}),
+        )
         return await pool_public(owner, params)
 
     @app.put("/coins/settings", response_model=PoolPublic)
     async def set_pool_settings(
-        _: Admin, body: PoolOverridesBody, user_id: int | None = None, project_id: int | None = None
+        principal: Admin, body: PoolOverridesBody, user_id: int | None = None, project_id: int | None = None
     ) -> PoolPublic:
         owner, params = await pool_of(user_id, project_id)
 
@@ -264,6 +303,7 @@ def build_admin_api(get_state: Callable[[], AppState]) -> FastAPI:
             starting_micro=micro(body.starting),
         )
         await get_state().gate.bank.set_pool_settings(owner, overrides, params=params)
+        await audited(principal, "coins.settings", owner, body.model_dump(mode="json"))
         return await pool_public(owner, params)
 
     @app.put("/access", status_code=204)
@@ -274,6 +314,7 @@ def build_admin_api(get_state: Callable[[], AppState]) -> FastAPI:
         target = await existing_principal(user_id, project_id)
         await access_store.set_rule(engine=engine(), principal=target, rule=body, actor=principal.id)
         await get_state().changes.publish(Change.ACCESS, target)
+        await audited(principal, "access.set", target, body.model_dump(mode="json", exclude_unset=True))
         return Response(status_code=204)
 
     @app.put("/rate-limits", status_code=204)
@@ -284,19 +325,46 @@ def build_admin_api(get_state: Callable[[], AppState]) -> FastAPI:
         target = await existing_principal(user_id, project_id)
         await set_limit_override(engine=engine(), principal=target, limits=body, actor=principal.id)
         await get_state().changes.publish(Change.LIMITS, target)
+        await audited(principal, "limits.set", target, body.model_dump(mode="json", exclude_unset=True))
         return Response(status_code=204)
 
     @app.get("/audit")
     async def audit_ledger(_: Admin) -> dict[str, object]:
-        await get_state().gate.bank.flush()
-        found = await audit(engine())
-        return {"ok": not found, "discrepancies": [str(d) for d in found]}
+        """`lumen audit`: every balance against its ledger; with Redis, every live balance too."""
+        state = get_state()
+        await state.gate.bank.flush()
+        found: list[object] = list(await audit(engine()))
+        outbox = None
+        redis_url = state.settings.server.redis_url
+        if redis_url is not None:
+            client = redis_client(redis_url.get_secret_value())
+            try:
+                prefix = state.settings.server.redis_prefix + "coins:"
+                live = await audit_redis(engine(), client, prefix=prefix)
+            finally:
+                await client.aclose()
+            found.extend(live.discrepancies)
+            outbox = live.outbox
+        return {"ok": not found, "discrepancies": [str(d) for d in found], "outbox": outbox}
+
+    @app.get("/audit-log", response_model=list[AuditEntryPublic])
+    async def audit_entries(
+        _: Admin,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        before: int | None = None,
+        actor: str | None = None,
+        target: str | None = None,
+        action: str | None = None,
+    ) -> list[AuditEntryPublic]:
+        """The audit log of administrative actions, newest first (`before`: the last id seen)."""
+        found = await audit_log.entries(
+            engine=engine(), limit=limit, before=before, actor=actor, target=target, action=action
+        )
+        return [AuditEntryPublic(**_fields(entry)) for entry in found]
 
     async def invalid(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        first = exc.errors()[0]
-        param = ".".join(str(p) for p in first["loc"] if p not in ("body", "query", "path"))
-        return error_response(InvalidRequest(f"Invalid value for '{param}': {first['msg']}.", param=param))
+        return error_response(invalid_request(exc.errors()))
 
     app.add_exception_handler(LumenError, handle_lumen_error)
     app.add_exception_handler(HTTPException, handle_http_exception)

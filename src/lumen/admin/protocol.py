@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -122,3 +122,15 @@ class PoolOverridesBody(_Body):
     refresh: Decimal | None = Field(default=None, ge=0, max_digits=16, decimal_places=6)
     """Coins per hour."""
     starting: Decimal | None = Field(default=None, ge=0, max_digits=16, decimal_places=6)
+
+
+class AuditEntryPublic(BaseModel):
+    """One administrative action, as the audit log recorded it."""
+
+    id: int
+    created_at: datetime
+    actor: str
+    actor_name: str
+    action: str
+    target: str
+    details: dict[str, Any]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 import orjson
 from starlette.exceptions import HTTPException
@@ -26,6 +28,13 @@ def error_response(error: LumenError) -> Response:
         headers=headers,
         media_type="application/json",
     )
+
+
+def invalid_request(errors: Sequence[Any]) -> InvalidRequest:
+    """The first of FastAPI's validation errors as Lumen's 400, naming the field."""
+    first = errors[0]
+    param = ".".join(str(p) for p in first["loc"] if p not in ("body", "query", "path"))
+    return InvalidRequest(f"Invalid value for '{param}': {first['msg']}.", param=param)
 
 
 async def handle_lumen_error(request: Request, exc: Exception) -> Response:

@@ -24,7 +24,7 @@ from lumen.billing.config import pool_resolver
 from lumen.billing.pools import PoolParams, PoolResolver
 from lumen.billing.prices import cost_micro, worst_case_micro
 from lumen.identity.principal import Principal
-from lumen.limits import Admission, Limiter, LimitResolver, LimitSettings, tokens_to_reserve
+from lumen.limits import Admission, EffectiveLimits, Limiter, LimitResolver, LimitSettings, tokens_to_reserve
 from lumen.limits.store import all_overrides
 from lumen.settings import Price, Settings
 from lumen.upstream.registry import Model
@@ -41,6 +41,8 @@ class Pass:
     _bank: CoinBank | None = None
     _pending: set[asyncio.Future[None]] | None = None
     _closed: bool = False
+    _settling: asyncio.Future[None] | None = None
+    _gate: Gate | None = None
 
     def close(self, usage: dict[str, Any] | None) -> int:
         """Settles what the call used and returns its cost in micro-coins. Safe to call from a
@@ -48,17 +50,24 @@ class Pass:
         if self._closed:
             return 0
         self._closed = True
+        if self._gate is not None:
+            self._gate.closed += 1
         usage = usage or {}
         prompt, completion = _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
         cost = cost_micro(self.price, prompt, completion)
         if self._admission is not None or self._reservations:
             # A task of its own, so the settlement runs to its end even when the request's task is
             # being cancelled; the gate keeps a reference until it is done.
-            task = asyncio.ensure_future(self._settle(prompt + completion, cost))
+            task = self._settling = asyncio.ensure_future(self._settle(prompt + completion, cost))
             if self._pending is not None:
                 self._pending.add(task)
                 task.add_done_callback(self._pending.discard)
         return cost
+
+    async def settled(self) -> None:
+        """Waits until a closed pass's coins are settled, so a balance read next is current."""
+        if self._settling is not None:
+            await asyncio.shield(self._settling)
 
     async def _settle(self, tokens: int, cost: int) -> None:
         # One task for both, not one each: a task is a large part of a fast request's cost.
@@ -85,6 +94,19 @@ class Gate:
         self._settings = settings
         self._resolver: LimitResolver | None = None
         self._resolver_for: Settings | None = None
+        # Both only grow; their difference is the number of admitted requests still open.
+        self.admitted = 0
+        self.closed = 0
+
+    @property
+    def holding(self) -> int:
+        """Requests holding a rate-limit admission and coin reservations right now."""
+        return self.admitted - self.closed
+
+    @property
+    def settling(self) -> int:
+        """Settlements (coins, tokens) started and not yet finished."""
+        return len(self._pending)
 
     def pool_params(self, groups: tuple[str, ...]) -> PoolParams:
         """The coin pool parameters a principal inherits from its groups and the default."""
@@ -145,6 +167,8 @@ class Gate:
             gate_pass.close(None)  # give the rate-limit admission back
             raise
         gate_pass._bank = self.bank
+        gate_pass._gate = self
+        self.admitted += 1
         return gate_pass
 
     async def _reserve(
@@ -186,6 +210,13 @@ class Gate:
             await self.bank.release(owner)
             raise
         return (owner, key)
+
+    def limits_of(self, principal: Principal, model: str | None = None) -> EffectiveLimits:
+        """The principal's rate limits as `admit` applies them: config default, groups, own override
+        (for the portal's usage page and the admin pages)."""
+        return self._limits_resolver().resolve(
+            principal.groups, self._limit_overrides.get(principal.id), model
+        )
 
     async def peek_headers(self, principal: Principal, model: str | None = None) -> dict[str, str]:
         """The caller's `x-ratelimit-*` headers as they stand, spending nothing: for responses

@@ -23,6 +23,7 @@ from lumen.api.sse import SSEResponse
 from lumen.billing.estimate import content_text, text_tokens
 from lumen.errors import InvalidRequest, LumenError, ModelNotFound, NoBackendAvailable, UpstreamError
 from lumen.identity.principal import Principal
+from lumen.ops.tracing import annotate, inject_trace_headers
 from lumen.settings import ModelSettings, Settings
 from lumen.upstream.balancer import Balancer
 from lumen.upstream.base import CallOptions, ChunkStream, Operation
@@ -57,6 +58,9 @@ class Call:
     source: str = "api"
     started: float = 0.0
     gate_pass: Pass | None = None
+    on_record: Callable[[UsageRecord], None] | None = None
+    """Called with the call's usage record when the call ends, its cost final (the chat page stores
+    an answer's tokens and coins from it)."""
 
     @property
     def headers(self) -> dict[str, str]:
@@ -77,9 +81,32 @@ class Proxy:
         self._observe = observe
         self._balancer = Balancer()
 
+    def _traced(self) -> bool:
+        return self._settings().tracing.otlp_endpoint is not None
+
+    def _options(self, call: Call) -> CallOptions:
+        if not self._traced():
+            return _options(call)
+        carrier: dict[str, str] = {}
+        inject_trace_headers(carrier)
+        return _options(call, tuple(carrier.items()))
+
     def _emit(self, record: UsageRecord) -> None:
-        """Every usage record goes to the database and to the metrics."""
+        """Every usage record goes to the database and to the metrics (and the trace, if on)."""
         self._recorder.record(record)
+        if self._traced():
+            annotate(
+                model=record.model,
+                endpoint=record.endpoint,
+                principal=record.principal,
+                source=record.source,
+                prompt_tokens=record.prompt_tokens,
+                completion_tokens=record.completion_tokens,
+                cost_micro=record.cost_micro,
+                ttft_ms=record.ttft_ms,
+                finish_reason=record.finish_reason,
+                error_code=record.error_code,
+            )
         if self._observe is not None:
             self._observe(record)
 
@@ -108,7 +135,7 @@ class Proxy:
             endpoint.in_flight += 1
             try:
                 result = await endpoint.backend.request(
-                    call.op, self._upstream_body(call, endpoint), _options(call)
+                    call.op, self._upstream_body(call, endpoint), self._options(call)
                 )
             except UpstreamError as exc:
                 if self._fail_over(endpoint, exc, tried):
@@ -161,7 +188,7 @@ class Proxy:
             reopen=reopen,
             on_close=lambda ep, outcome: self._close_stream(call, ep, outcome),
         )
-        return SSEResponse(relay.events(), headers=call.headers)
+        return SSEResponse(relay.events(), headers=call.headers, on_abandon=relay.abandon)
 
     async def _open(
         self, call: Call, tried: list[Endpoint], last_error: UpstreamError | None
@@ -171,7 +198,7 @@ class Proxy:
             endpoint.in_flight += 1
             try:
                 stream = await endpoint.backend.open_stream(
-                    call.op, self._upstream_body(call, endpoint), _options(call)
+                    call.op, self._upstream_body(call, endpoint), self._options(call)
                 )
             except UpstreamError as exc:
                 endpoint.in_flight -= 1
@@ -275,6 +302,7 @@ class Proxy:
         model: str,
         error: LumenError,
         started: float,
+        source: str = "api",
     ) -> None:
         self._emit(
             UsageRecord(
@@ -284,7 +312,7 @@ class Proxy:
                 key_id=principal.key_id,
                 model=model,
                 endpoint=None,
-                source="api",
+                source=source,
                 operation=op,
                 prompt_tokens=0,
                 completion_tokens=0,
@@ -312,30 +340,31 @@ class Proxy:
         now = time.perf_counter()
         cost = call.gate_pass.close(usage) if call.gate_pass is not None else 0
         usage = usage or {}
-        self._emit(
-            UsageRecord(
-                request_id=call.request_id,
-                created_at=datetime.now(UTC),
-                principal=call.principal.id,
-                key_id=call.principal.key_id,
-                model=call.model.name,
-                endpoint=endpoint.label if endpoint else None,
-                source=call.source,
-                operation=call.op,
-                prompt_tokens=_int(usage.get("prompt_tokens")),
-                completion_tokens=_int(usage.get("completion_tokens")),
-                estimated=bool(usage.get("estimated", False)) or not usage,
-                cost_micro=cost,
-                latency_ms=(now - call.started) * 1000,
-                ttft_ms=(first_chunk_at - call.started) * 1000 if first_chunk_at else None,
-                status=status,
-                finish_reason=finish_reason,
-                error_code=error.code if error else None,
-            )
+        record = UsageRecord(
+            request_id=call.request_id,
+            created_at=datetime.now(UTC),
+            principal=call.principal.id,
+            key_id=call.principal.key_id,
+            model=call.model.name,
+            endpoint=endpoint.label if endpoint else None,
+            source=call.source,
+            operation=call.op,
+            prompt_tokens=_int(usage.get("prompt_tokens")),
+            completion_tokens=_int(usage.get("completion_tokens")),
+            estimated=bool(usage.get("estimated", False)) or not usage,
+            cost_micro=cost,
+            latency_ms=(now - call.started) * 1000,
+            ttft_ms=(first_chunk_at - call.started) * 1000 if first_chunk_at else None,
+            status=status,
+            finish_reason=finish_reason,
+            error_code=error.code if error else None,
         )
+        self._emit(record)
+        if call.on_record is not None:
+            call.on_record(record)
 
 
-def _options(call: Call) -> CallOptions:
+def _options(call: Call, headers: tuple[tuple[str, str], ...] = ()) -> CallOptions:
     timeouts = call.model.settings.timeouts
     return CallOptions(
         connect_timeout=timeouts.connect,
@@ -343,6 +372,7 @@ def _options(call: Call) -> CallOptions:
         between_chunks_timeout=timeouts.between_chunks,
         request_timeout=timeouts.request,
         request_id=call.request_id,
+        headers=headers,
     )
 
 

@@ -7,6 +7,7 @@ share a Redis (`server.redis_url`), otherwise within `server.auth_cache_seconds`
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -25,7 +26,10 @@ from lumen.cli.common import (
     secret_of,
     with_database,
 )
+from lumen.errors import InvalidRequest
 from lumen.identity import store
+from lumen.identity.passwords import check_password_rules, set_password
+from lumen.identity.sessions import delete_user_sessions
 
 
 @click.group()
@@ -67,6 +71,34 @@ def users_disable(email: str, enable: bool, config: Path | None, data_dir: Path 
 
     user = with_database(settings, work)
     click.echo(f"{user.email} is {'disabled' if user.disabled else 'enabled'}")
+
+
+@users.command("set-password")
+@click.argument("email")
+@click.option(
+    "--password-stdin", is_flag=True, help="Read the password from the first line of standard input."
+)
+@config_option
+@data_dir_option
+def users_set_password(email: str, password_stdin: bool, config: Path | None, data_dir: Path | None) -> None:
+    """Set a user's password for the portal's local login; ends their portal sessions."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        check_password_rules(password)
+    except InvalidRequest as exc:
+        raise click.ClickException(exc.message) from exc
+    settings = load(config, **{"server.data_dir": data_dir})
+
+    async def work(engine: AsyncEngine) -> tuple[store.User, int]:
+        user = await store.find_user(engine=engine, email=email)
+        await set_password(engine=engine, user_id=user.id, password=password)
+        return user, await delete_user_sessions(engine=engine, user_id=user.id)
+
+    user, ended = with_database(settings, work)
+    click.echo(f"password set for {user.email}; {ended} portal session(s) ended")
 
 
 @click.group()

@@ -218,13 +218,25 @@ def coins_settings(
 @config_option
 @data_dir_option
 def audit_command(config: Path | None, data_dir: Path | None) -> None:
-    """Recompute every balance from the ledger; exit non-zero on any difference."""
-    from lumen.billing.audit import audit
+    """Recompute every balance from the ledger; exit non-zero on any difference. With Redis, also
+    compare each live balance with the database (the movements still in the outbox counted)."""
+    from lumen.billing.audit import audit, audit_redis
+    from lumen.billing.redis_store import redis_client
 
     settings = load(config, **{"server.data_dir": data_dir})
+    redis_url = settings.server.redis_url
 
     async def work(engine: AsyncEngine) -> list[object]:
-        return list(await audit(engine))
+        found: list[object] = list(await audit(engine))
+        if redis_url is not None:
+            client = redis_client(redis_url.get_secret_value())
+            try:
+                live = await audit_redis(engine, client, prefix=settings.server.redis_prefix + "coins:")
+            finally:
+                await client.aclose()
+            click.echo(f"audit: {live.pools} pools in Redis, {live.outbox} movements in the ledger outbox")
+            found.extend(live.discrepancies)
+        return found
 
     found = with_database(settings, work)
     if found:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,27 +22,69 @@ if TYPE_CHECKING:
 @config_option
 @click.option("--host", help="Address to listen on (default 127.0.0.1).")
 @click.option("--port", type=int, help="Port to listen on (default 8000; 0 picks a free one).")
+@click.option(
+    "--workers", type=click.IntRange(1, 64), help="Worker processes (default 1); more than one needs Redis."
+)
 @data_dir_option
-def serve(config: Path | None, host: str | None, port: int | None, data_dir: Path | None) -> None:
+def serve(
+    config: Path | None, host: str | None, port: int | None, workers: int | None, data_dir: Path | None
+) -> None:
     """Start the gateway."""
-    import uvicorn
-
-    from lumen.app import create_app
     from lumen.ops.logs import configure_logging
 
-    overrides = {"server.host": host, "server.port": port, "server.data_dir": data_dir}
+    overrides = {
+        "server.host": host,
+        "server.port": port,
+        "server.workers": workers,
+        "server.data_dir": data_dir,
+    }
     settings = load(config, **overrides)
     configure_logging(settings.server.log_level)
+    count = settings.server.workers
+    if count > 1 and settings.server.redis_url is None:
+        raise click.ClickException(
+            f"{count} workers need server.redis_url (LUMEN_REDIS_URL): rate limits, coin budgets and "
+            "revocations must be shared between them"
+        )
     sock = _bind(settings.server.host, settings.server.port)
     settings = settings.model_copy(
         update={"server": settings.server.model_copy(update={"port": sock.getsockname()[1]})}
     )
-    app = create_app(
-        settings,
-        config_path=config,
-        overrides={k: v for k, v in overrides.items() if v is not None},
-        on_ready=lambda state, first_start: _print_banner(settings, first_start),
-    )
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if count == 1:
+        _serve(settings, config, given, sock, banner=True)
+        return
+    import asyncio
+
+    from lumen.cli.workers import supervise
+    from lumen.store.migrate import upgrade_database
+
+    # Once, before forking: the workers then find the database current and start at once.
+    settings.server.data_dir.mkdir(parents=True, exist_ok=True)
+    asyncio.run(upgrade_database(settings.database_url))
+    sys.exit(supervise(count, lambda index: _serve(settings, config, given, sock, banner=index == 0)))
+
+
+def _serve(
+    settings: Settings,
+    config: Path | None,
+    overrides: Mapping[str, object],
+    sock: socket.socket,
+    *,
+    banner: bool,
+) -> None:
+    """One serving process on the bound socket: the only one, or one of the workers."""
+    import uvicorn
+
+    from lumen.app import create_app
+
+    def ready(state: object, first_start: FirstStart | None) -> None:
+        # With several workers, one prints the banner; the first-start secrets come from whichever
+        # worker created the administrator.
+        if banner or first_start is not None:
+            _print_banner(settings, first_start)
+
+    app = create_app(settings, config_path=config, overrides=overrides, on_ready=ready)
     server = uvicorn.Server(
         uvicorn.Config(
             app,
@@ -82,6 +125,11 @@ def _print_banner(settings: Settings, first_start: FirstStart | None) -> None:
     ]
     if first_start is not None:
         lines.append(f"  Administrator: {first_start.admin.email} (created now)")
+    if first_start is not None and first_start.password is not None:
+        lines.append(
+            f"  Portal login: {url}/login   {first_start.admin.email} / {first_start.password}"
+            "   (shown only this once; change it with `lumen users set-password`)"
+        )
     if first_start is not None and first_start.key is not None:
         key = first_start.key
         lines.append(f"  API key:      {key}   (for {first_start.admin.email}; shown only this once)")

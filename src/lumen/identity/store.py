@@ -6,6 +6,7 @@ caller (the CLI, the admin API) can get wrong, with a message that says what to 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -280,6 +281,23 @@ async def get_key(*, engine: AsyncEngine, key_id: str) -> ApiKey:
     return _key(row)
 
 
+async def keys_by_ids(*, engine: AsyncEngine, key_ids: Iterable[str]) -> dict[str, ApiKey]:
+    wanted = sorted(set(key_ids))
+    if not wanted:
+        return {}
+    async with engine.connect() as conn:
+        return {r.id: _key(r) for r in await conn.execute(select(api_keys).where(api_keys.c.id.in_(wanted)))}
+
+
+async def projects_by_ids(*, engine: AsyncEngine, project_ids: Iterable[int]) -> dict[int, Project]:
+    wanted = sorted(set(project_ids))
+    if not wanted:
+        return {}
+    async with engine.connect() as conn:
+        rows = await conn.execute(select(projects).where(projects.c.id.in_(wanted)))
+        return {int(r.id): _project(r) for r in rows}
+
+
 async def list_keys(*, engine: AsyncEngine, owner_kind: str, owner_id: int) -> list[ApiKey]:
     async with engine.connect() as conn:
         rows = await conn.execute(
@@ -331,15 +349,92 @@ async def touch_keys(*, engine: AsyncEngine, last_used: dict[str, datetime]) -> 
 # --- listing and project membership (admin API) ------------------------------------------------
 
 
+USER_SORTS = ("email", "name", "created_at", "last_login_at")
+"""The columns a user list can be sorted by (the admin pages)."""
+
+
+def _user_search(search: str) -> Any:
+    pattern = f"%{search.lower()}%"
+    return users.c.email.like(pattern) | func.lower(users.c.name).like(pattern)
+
+
 async def list_users(
-    *, engine: AsyncEngine, search: str = "", limit: int = 50, offset: int = 0
+    *,
+    engine: AsyncEngine,
+    search: str = "",
+    limit: int = 50,
+    offset: int = 0,
+    sort: str = "email",
+    descending: bool = False,
 ) -> list[User]:
-    query = select(users).order_by(users.c.email).limit(limit).offset(offset)
+    if sort not in USER_SORTS:
+        raise InvalidRequest(f"Users can be sorted by {', '.join(USER_SORTS)}.", param="sort")
+    column = users.c[sort]
+    # Never-logged-in users (NULL) sort last either way; the id breaks ties so pages never overlap.
+    order = [column.is_(None), column.desc() if descending else column.asc(), users.c.id]
+    query = select(users).order_by(*order).limit(limit).offset(offset)
     if search:
-        pattern = f"%{search.lower()}%"
-        query = query.where(users.c.email.like(pattern) | func.lower(users.c.name).like(pattern))
+        query = query.where(_user_search(search))
     async with engine.connect() as conn:
         return [_user(r) for r in await conn.execute(query)]
+
+
+async def count_matching_users(*, engine: AsyncEngine, search: str = "") -> int:
+    query = select(func.count()).select_from(users)
+    if search:
+        query = query.where(_user_search(search))
+    async with engine.connect() as conn:
+        return int((await conn.execute(query)).scalar_one())
+
+
+async def users_by_ids(*, engine: AsyncEngine, user_ids: Iterable[int]) -> dict[int, User]:
+    wanted = sorted(set(user_ids))
+    if not wanted:
+        return {}
+    async with engine.connect() as conn:
+        rows = await conn.execute(select(users).where(users.c.id.in_(wanted)))
+        return {int(r.id): _user(r) for r in rows}
+
+
+async def user_claims(
+    *, engine: AsyncEngine, user_ids: Iterable[int] | None = None
+) -> dict[int, tuple[str, dict[str, Any] | None]]:
+    """Email and last-login claims by user id (of `user_ids`, or of everyone): what group
+    membership is computed from (`lumen.identity.groups.user_groups`)."""
+    query = select(users.c.id, users.c.email, users.c.claims)
+    if user_ids is not None:
+        wanted = sorted(set(user_ids))
+        if not wanted:
+            return {}
+        query = query.where(users.c.id.in_(wanted))
+    async with engine.connect() as conn:
+        return {int(r.id): (r.email, r.claims) for r in await conn.execute(query)}
+
+
+async def last_logins(*, engine: AsyncEngine, user_ids: Iterable[int]) -> dict[int, datetime | None]:
+    wanted = sorted(set(user_ids))
+    if not wanted:
+        return {}
+    async with engine.connect() as conn:
+        rows = await conn.execute(select(users.c.id, users.c.last_login_at).where(users.c.id.in_(wanted)))
+        return {int(r.id): r.last_login_at for r in rows}
+
+
+async def projects_managed_by(*, engine: AsyncEngine, user_id: int) -> list[Project]:
+    """The projects the user owns or manages, by name."""
+    managed = select(project_managers.c.project_id).where(project_managers.c.user_id == user_id)
+    query = (
+        select(projects)
+        .where(projects.c.id.in_(managed) | (projects.c.owner_id == user_id))
+        .order_by(projects.c.name)
+    )
+    async with engine.connect() as conn:
+        return [_project(r) for r in await conn.execute(query)]
+
+
+async def count_projects(*, engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return int((await conn.execute(select(func.count()).select_from(projects))).scalar_one())
 
 
 async def list_projects(*, engine: AsyncEngine, limit: int = 50, offset: int = 0) -> list[Project]:

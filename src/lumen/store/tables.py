@@ -25,6 +25,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     false,
     text,
 )
@@ -116,6 +117,8 @@ class UsageRecordRow(Base):
         Index("ix_usage_records_model_created_at", "model", "created_at"),
         # System-wide "recent usage" and time-window aggregates.
         Index("ix_usage_records_created_at", "created_at"),
+        # One API key's usage (a project's keys, the usage page's key filter); migration 0009.
+        Index("ix_usage_records_key_id_created_at", "key_id", "created_at"),
     )
 
 
@@ -136,6 +139,8 @@ class UserRow(Base):
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # The identity provider's claims at the last login, for group rules.
     claims: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Argon2id hash for the portal's local login (migration 0006); None: no password login.
+    password_hash: Mapped[str | None] = mapped_column(String)
 
 
 class ProjectRow(Base):
@@ -283,11 +288,16 @@ class CoinLedgerRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     actor: Mapped[str | None] = mapped_column(String)  # who moved the coins: "system", "user:3", ...
     note: Mapped[str | None] = mapped_column(String)
+    # The movement's id in the Redis ledger outbox ("<epoch>-<seq>", migration 0008): writing an
+    # outbox entry twice inserts it once. None for movements written by an in-process writer
+    # (and rows from before 0008); the unique index allows any number of NULLs.
+    movement_id: Mapped[str | None] = mapped_column(String)
 
     __table_args__ = (
         # A principal's history in order, and the audit's per-principal sums.
         Index("ix_coin_ledger_principal_id", "principal", "id"),
         Index("ix_coin_ledger_created_at", "created_at"),
+        Index("uq_coin_ledger_movement_id", "movement_id", unique=True),
     )
 
 
@@ -307,3 +317,148 @@ class RateLimitOverrideRow(Base):
 
 
 rate_limit_overrides: Table = Base.metadata.tables["rate_limit_overrides"]
+
+
+# --- portal sessions (migration 0006; lumen.identity.sessions) ----------------------------------
+
+
+class PortalSessionRow(Base):
+    """A logged-in browser. The cookie holds a random token; ``id`` is its keyed hash (HMAC with
+    the server secret), so the table alone cannot be used to log in. Deleted at logout; expired
+    rows are swept at each login."""
+
+    __tablename__ = "portal_sessions"
+
+    id: Mapped[str] = mapped_column(String, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    csrf_token: Mapped[str] = mapped_column(String)  # the synchronizer token of this session
+    method: Mapped[str] = mapped_column(String)  # "password" or "oidc"
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)  # idle expiry counts from here
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)  # absolute expiry
+    ip: Mapped[str | None] = mapped_column(String)
+    user_agent: Mapped[str | None] = mapped_column(String)
+
+    __table_args__ = (
+        # "Log out everywhere" and the cascade from a deleted user.
+        Index("ix_portal_sessions_user_id", "user_id"),
+        # The sweep of expired sessions.
+        Index("ix_portal_sessions_expires_at", "expires_at"),
+        Index("ix_portal_sessions_last_seen_at", "last_seen_at"),
+    )
+
+
+portal_sessions: Table = Base.metadata.tables["portal_sessions"]
+
+
+# --- chat conversations (migration 0007; lumen.chat) -------------------------------------------
+
+
+class ConversationRow(Base):
+    """A portal chat conversation, owned by one user. Its messages form a tree (see `MessageRow`).
+
+    ``leaf_message_id`` is the message the user is looking at: the shown conversation is the path
+    from the root to it. It has no foreign key on purpose: conversations and messages would
+    reference each other, which SQLite can only create by rebuilding a table; messages are only
+    ever deleted with their conversation, so the id stays valid (`lumen.chat.tree` falls back to
+    the newest message if it ever is not).
+    """
+
+    __tablename__ = "conversations"
+
+    id: Mapped[str] = mapped_column(String, primary_key=True)  # random, URL-safe
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    title: Mapped[str] = mapped_column(String)
+    model: Mapped[str | None] = mapped_column(String)
+    system_prompt: Mapped[str] = mapped_column(Text, default="", server_default="")
+    temperature: Mapped[float | None] = mapped_column(Float)
+    max_tokens: Mapped[int | None] = mapped_column(Integer)
+    archived: Mapped[bool] = mapped_column(default=False, server_default=false())
+    leaf_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        # The sidebar: one user's (non-)archived conversations, newest first, by keyset cursor
+        # (updated_at, id); also drives search, which walks the same order and stops at a page.
+        Index("ix_conversations_owner_id_archived_updated_at_id", "owner_id", "archived", "updated_at", "id"),
+    )
+
+
+class MessageRow(Base):
+    """One message of a conversation; a node of the conversation's tree.
+
+    ``parent_id`` is the message it answers or follows (None for the first). Siblings (same parent)
+    are alternatives: a regenerated answer, or an edited message with the branch that followed it.
+    ``position`` is the depth (0 for the first message), so siblings share it. ``owner_id`` repeats
+    the conversation's owner so a search of one user's messages reads only that user's rows.
+    The assistant fields (model, tokens, cost, ttft, finish reason, stopped) are None/False for
+    other roles.
+    """
+
+    __tablename__ = "messages"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    conversation_id: Mapped[str] = mapped_column(String, ForeignKey("conversations.id", ondelete="CASCADE"))
+    owner_id: Mapped[int] = mapped_column(BigInteger)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    role: Mapped[str] = mapped_column(String)  # "system", "user" or "assistant"
+    content: Mapped[str] = mapped_column(Text)
+    # [{name, type, size, text_chars, text?}]; None when the message has no attachments.
+    attachments: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    model: Mapped[str | None] = mapped_column(String)
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer)
+    cost_micro: Mapped[int | None] = mapped_column(BigInteger)  # integer micro-coins
+    ttft_ms: Mapped[float | None] = mapped_column(Float)
+    finish_reason: Mapped[str | None] = mapped_column(String)
+    stopped: Mapped[bool] = mapped_column(default=False, server_default=false())  # the user pressed Stop
+    request_id: Mapped[str | None] = mapped_column(String)  # the usage record of the answer
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        # Loading one conversation's messages in order.
+        Index("ix_messages_conversation_id_id", "conversation_id", "id"),
+        # The foreign-key cascade from a deleted parent looks children up by parent_id; without an
+        # index every deleted message would scan the whole table.
+        Index("ix_messages_parent_id", "parent_id"),
+        # Content search reads only the searching user's messages.
+        Index("ix_messages_owner_id_conversation_id", "owner_id", "conversation_id"),
+    )
+
+
+conversations: Table = Base.metadata.tables["conversations"]
+messages: Table = Base.metadata.tables["messages"]
+
+
+# --- the admin audit log (migration 0009; lumen.admin.audit_log) ---------------------------------
+
+
+class AdminAuditRow(Base):
+    """One administrative action: who did what to whom, when, with which values.
+
+    Append-only: written by every state-changing admin-API route and portal project action through
+    `lumen.admin.audit_log.record`, never updated or deleted by Lumen. ``details`` holds the
+    request's values (never a secret: a created key's secret is not in it).
+    """
+
+    __tablename__ = "admin_audit"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor: Mapped[str] = mapped_column(String)  # "user:<id>"
+    actor_name: Mapped[str] = mapped_column(String, default="", server_default="")  # the email then
+    action: Mapped[str] = mapped_column(String)  # e.g. "user.update", "coins.grant", "project.create"
+    target: Mapped[str] = mapped_column(String)  # "user:<id>", "project:<id>", "key:<id>"
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+    __table_args__ = (
+        # The audit page walks everything newest first by id (the primary key); these serve its
+        # filters: one target's history and one actor's actions.
+        Index("ix_admin_audit_target_id", "target", "id"),
+        Index("ix_admin_audit_actor_id", "actor", "id"),
+    )
+
+
+admin_audit: Table = Base.metadata.tables["admin_audit"]
