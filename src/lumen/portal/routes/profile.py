@@ -29,6 +29,8 @@ from lumen.portal.routes.models import ModelRow, visible_models
 from lumen.usage.queries import Totals, recent_volume
 
 if TYPE_CHECKING:
+    from starlette.datastructures import FormData
+
     from lumen.portal.app import Portal
 
 router = APIRouter()
@@ -138,12 +140,28 @@ class KeyRow:
 
 @dataclass(frozen=True, slots=True)
 class KeyForm:
-    """What the user typed into the create form (shown again when it is refused)."""
+    """What the user typed into a create-key form (shown again when it is refused): the keys page's and a
+    project's page's (lumen.portal.routes.projects) forms have the same fields and name rules."""
 
     name: str = ""
     expires: str = ""
     models: tuple[str, ...] = ()
     coin_cap: str = ""
+
+    @classmethod
+    def read(cls, data: FormData) -> KeyForm:
+        return cls(
+            name=str(data.get("name") or "").strip(),
+            expires=str(data.get("expires") or "").strip(),
+            models=tuple(str(m) for m in data.getlist("models")),
+            coin_cap=str(data.get("coin_cap") or "").strip(),
+        )
+
+    def check_name(self) -> None:
+        if not self.name:
+            raise InvalidRequest("Give the key a name, so you can tell it apart later.", param="name")
+        if len(self.name) > NAME_MAX:
+            raise InvalidRequest(f"The name can have at most {NAME_MAX} characters.", param="name")
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,18 +292,10 @@ def _models(chosen: tuple[str, ...], allowed: list[ModelRow]) -> list[str] | Non
 @router.post("/profile/keys")
 async def create_key(request: Request, user: CurrentUser, portal: PortalDep) -> Response:
     data = await request.form()
-    form = KeyForm(
-        name=str(data.get("name") or "").strip(),
-        expires=str(data.get("expires") or "").strip(),
-        models=tuple(str(m) for m in data.getlist("models")),
-        coin_cap=str(data.get("coin_cap") or "").strip(),
-    )
+    form = KeyForm.read(data)
     allowed = await visible_models(portal, user)
     try:
-        if not form.name:
-            raise InvalidRequest("Give the key a name, so you can tell it apart later.", param="name")
-        if len(form.name) > NAME_MAX:
-            raise InvalidRequest(f"The name can have at most {NAME_MAX} characters.", param="name")
+        form.check_name()
         expires_at = _expiry(form.expires)
         cap = _coin_cap(form.coin_cap)
         models = _models(form.models, allowed)

@@ -27,7 +27,7 @@ from lumen.identity.groups import project_groups
 from lumen.identity.principal import Principal
 from lumen.portal.deps import CurrentUser, PortalDep, PortalUser
 from lumen.portal.pages import Balance
-from lumen.portal.routes.profile import _coin_cap, _expiry, key_state
+from lumen.portal.routes.profile import KeyForm, _coin_cap, _expiry, key_state
 from lumen.portal.routes.usage import Stat, coins_text, number, principal_names, visible_project, when_text
 from lumen.usage.queries import Totals, recent_volume, totals_by_principal
 
@@ -240,14 +240,6 @@ class AckRow:
     notice_hash: str
     when: str
     by: str
-
-
-@dataclass(frozen=True, slots=True)
-class KeyForm:
-    name: str = ""
-    expires: str = ""
-    models: tuple[str, ...] = ()
-    coin_cap: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -469,19 +461,11 @@ async def transfer(project_id: int, request: Request, user: CurrentUser, portal:
 async def create_key(project_id: int, request: Request, user: CurrentUser, portal: PortalDep) -> Response:
     project, role = await _project_and_role(portal, user, project_id)
     data = await request.form()
-    form = KeyForm(
-        name=str(data.get("name") or "").strip(),
-        expires=str(data.get("expires") or "").strip(),
-        models=tuple(str(m) for m in data.getlist("models")),
-        coin_cap=str(data.get("coin_cap") or "").strip(),
-    )
+    form = KeyForm.read(data)
     state = portal.state
     principal = project_principal(portal, project)
     try:
-        if not form.name:
-            raise InvalidRequest("Give the key a name, so you can tell it apart later.", param="name")
-        if len(form.name) > NAME_MAX:
-            raise InvalidRequest(f"The name can have at most {NAME_MAX} characters.", param="name")
+        form.check_name()
         listed = {d.model for d in (await state.access.resolve(principal.id, principal.groups)).listed()}
         unknown = [m for m in form.models if m not in listed]
         if unknown:
