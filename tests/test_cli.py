@@ -45,6 +45,17 @@ def test_db_upgrade_creates_the_database(tmp_path: Path) -> None:
     assert (tmp_path / "d" / "lumen.db").exists()
 
 
+LOW_OPEN_FILE_LIMIT = 256
+
+
+def _low_open_file_limit() -> None:
+    """Starts the server as a shell with a small `ulimit -n` would."""
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (LOW_OPEN_FILE_LIMIT, hard))
+
+
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
     config = write_config(tmp_path / "lumen.yaml", {"models": [model("echo", ECHO)]})
@@ -55,6 +66,7 @@ def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
+        preexec_fn=_low_open_file_limit,
     )
     lines: list[str] = []
     try:
@@ -147,3 +159,16 @@ def test_coins_grant_show_and_audit(tmp_path: Path) -> None:
     assert audit.exit_code == 0 and "no discrepancies" in audit.output
     missing = runner.invoke(main, ["coins", "grant", "1", "--user", "nobody@example.edu", *data])
     assert missing.exit_code != 0
+
+
+def test_serve_raises_its_open_file_limit_to_the_hard_limit(
+    served: tuple[subprocess.Popen[str], list[str]],
+) -> None:
+    """1,000 open streams need 2,000 sockets: a soft limit of 256 (or 1,024) would refuse them."""
+    import resource
+
+    process, _ = served
+    limits = Path(f"/proc/{process.pid}/limits").read_text()
+    soft, hard = re.search(r"Max open files\s+(\S+)\s+(\S+)", limits).groups()  # type: ignore[union-attr]
+    assert hard == str(resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+    assert soft == hard and int(soft) > LOW_OPEN_FILE_LIMIT

@@ -40,6 +40,7 @@ def serve(
     }
     settings = load(config, **overrides)
     configure_logging(settings.server.log_level)
+    _raise_open_file_limit()
     count = settings.server.workers
     if count > 1 and settings.server.redis_url is None:
         raise click.ClickException(
@@ -98,6 +99,21 @@ def _serve(
     )
     # Server.run, not asyncio.run(server.serve()): only run() installs the uvloop event loop.
     server.run(sockets=[sock])
+
+
+def _raise_open_file_limit() -> None:
+    """Each open stream holds two sockets (the client's and the upstream's); the usual soft limit
+    of 1,024 open files would refuse connections at about 500 streams. The hard limit is what the
+    administrator allows, so take all of it."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1_048_576)
+    if soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError):
+            pass  # a container may forbid it; Lumen then serves within the soft limit
 
 
 def _bind(host: str, port: int) -> socket.socket:
