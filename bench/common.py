@@ -47,3 +47,26 @@ def percentiles(values: list[float]) -> dict[str, float]:
         "mean": round(sum(v) / len(v), 4),
         "n": len(v),
     }
+
+
+def raise_nofile(want: int | None = None) -> tuple[int, int]:
+    """Raises this process's soft RLIMIT_NOFILE to `want` (default: the hard limit) and returns the
+    new (soft, hard). Children inherit it, so calling this in the orchestrator covers the load
+    generator, the fake upstream and Lumen: 1,000 open streams need ~1,000 sockets in the load
+    generator, ~1,000 in the fake upstream and ~2,000 in Lumen (client side plus upstream side)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if want is None else want
+    if hard != resource.RLIM_INFINITY:
+        target = min(target, hard)
+    if target != soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+def load1() -> float:
+    """The 1-minute load average: a rough gauge of what else ran on the machine around a run."""
+    import os
+
+    return round(os.getloadavg()[0], 2)

@@ -30,7 +30,7 @@ from typing import Any
 import httptools
 import orjson
 
-from common import run
+from common import raise_nofile, run
 
 CREATED = 1736000000
 COMPLETION_ID = "chatcmpl-fake"
@@ -311,6 +311,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.host not in ("127.0.0.1", "::1", "localhost"):
         ap.error("the fake upstream listens on loopback only")
+    raise_nofile()  # one socket per open stream: 1,000 of them exceed the usual 1,024 soft limit
     responses = Responses(args.chunks, args.chunk_interval_ms, args.completion_tokens)
     run(serve(args.host, args.port, responses))
 

@@ -12,7 +12,13 @@ the gateway's. It runs as its own process; run.py pins it away from the gateway.
         --clients 16 --requests 5000 --warmup 500 [--stream] [--cpu-pid lumen=1234]
 
 `--cpu-pid NAME=PID` samples that process's CPU time (user+system, its children included)
-right before and right after the measured phase, so warmup is not counted.
+right before and right after the measured phase, so warmup is not counted. The whole machine's
+busy CPU over the same phase is reported too (`machine_busy_cores`), so that what other
+processes took can be told apart from what the measured ones took.
+
+`--think-ms` makes each client pause between its requests (a moderate, not saturating, load for
+a soak). `overlap` tells how many requests were in flight at once: with as many clients as
+requests, `all_open_s` > 0 shows that every one of them was open at the same time, for that long.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import httptools
 import orjson
 import psutil
 
-from common import LOOPBACK, percentiles, run
+from common import LOOPBACK, percentiles, raise_nofile, run
 
 DEFAULT_PROMPT = "Say hello."
 
@@ -155,6 +161,7 @@ def _has_content(data: bytes) -> bool:
 class Stats:
     latencies: list[float] = field(default_factory=list)  # ms; total time of each request
     starts: list[int] = field(default_factory=list)  # perf_counter_ns at send, for --timeline
+    ends: list[int] = field(default_factory=list)  # perf_counter_ns at the end, for `overlap`
     ttfts: list[float] = field(default_factory=list)  # ms; streams only
     tokens: int = 0
     token_seconds: float = 0.0  # sum over requests of total time, for tokens per second
@@ -213,6 +220,27 @@ class CpuProbe:
         return out
 
 
+def machine_busy() -> float:
+    """Seconds of CPU the whole machine spent busy (all cores), from /proc/stat. Guest time is
+    already inside user time, and steal is time the hypervisor gave to someone else: neither is
+    added."""
+    t = psutil.cpu_times()
+    return float(t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0))
+
+
+def overlap(starts: list[int], ends: list[int]) -> dict[str, Any]:
+    """The most requests in flight at once, and for how long all measured requests were open
+    together (0 when they never all were)."""
+    if not starts:
+        return {"max_in_flight": 0, "all_open_s": 0.0}
+    events = sorted([(t, 1) for t in starts] + [(t, -1) for t in ends])
+    level = peak = 0
+    for _, step in events:
+        level += step
+        peak = max(peak, level)
+    return {"max_in_flight": peak, "all_open_s": round(max(0, min(ends) - max(starts)) / 1e9, 3)}
+
+
 async def run_load(args: argparse.Namespace) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": args.model,
@@ -249,6 +277,8 @@ async def run_load(args: argparse.Namespace) -> dict[str, Any]:
                 if conn.transport is not None:
                     conn.transport.close()
                 conn = conns[i] = await connect()
+            if args.think_ms > 0:
+                await asyncio.sleep(args.think_ms / 1000.0)
             t0 = time.perf_counter_ns()
             fut = conn.send(request)
             timer = loop.call_later(
@@ -276,6 +306,7 @@ async def run_load(args: argparse.Namespace) -> dict[str, Any]:
             total_ms = (res.t_end - t0) / 1e6
             stats.latencies.append(total_ms)
             stats.starts.append(t0)
+            stats.ends.append(res.t_end)
             if args.stream:
                 if res.t_first_token:
                     stats.ttfts.append((res.t_first_token - t0) / 1e6)
@@ -297,9 +328,11 @@ async def run_load(args: argparse.Namespace) -> dict[str, Any]:
     if args.warmup:
         await phase(args.warmup, None, record=False)
     cpu0 = probe.sample() if probe else {}
+    busy0 = machine_busy()
     own0 = time.process_time()
     wall = await phase(args.requests, args.duration, record=True)
     own1 = time.process_time()
+    busy1 = machine_busy()
     cpu1 = probe.sample() if probe else {}
     for c in conns:
         if c.transport is not None:
@@ -324,6 +357,9 @@ async def run_load(args: argparse.Namespace) -> dict[str, Any]:
         "throughput_rps": round(done / wall, 2) if wall > 0 else 0.0,
         "latency_ms": percentiles(stats.latencies),
         "loadgen_cpu_ms_per_request": round((own1 - own0) * 1000 / done, 4) if done else None,
+        "loadgen_utilisation": round((own1 - own0) / wall, 3) if wall > 0 else None,
+        "machine_busy_cores": round((busy1 - busy0) / wall, 3) if wall > 0 else None,
+        "overlap": overlap(stats.starts, stats.ends),
     }
     if args.stream:
         out["ttft_ms"] = percentiles(stats.ttfts)
@@ -363,6 +399,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--temperature", type=float, default=None)
     ap.add_argument("--timeout", type=float, default=120.0, help="per request, seconds")
+    ap.add_argument("--think-ms", type=float, default=0.0, help="each client's pause between requests")
     ap.add_argument("--cpu-pid", action="append", default=[], metavar="NAME=PID")
     ap.add_argument("--out", default=None, help="also write the JSON here")
     ap.add_argument(
@@ -375,6 +412,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     if args.clients < 1 or args.requests < 1:
         raise SystemExit("--clients and --requests must be >= 1")
+    if args.think_ms < 0:
+        raise SystemExit("--think-ms must be >= 0")
+    raise_nofile()  # one socket per client: 1,000 clients need more than the usual 1,024 soft limit
     result = run(run_load(args))
     text = orjson.dumps(result, option=orjson.OPT_INDENT_2).decode()
     if args.out:

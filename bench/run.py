@@ -4,6 +4,8 @@
     .venv/bin/python bench/run.py --clients 1,16,64,256
     .venv/bin/python bench/run.py --profile            # also py-spy profiles of Lumen
     .venv/bin/python bench/run.py --local              # local model vs llama-cpp-python
+    .venv/bin/python bench/run.py --workers 2 --postgres-url postgresql://postgres@127.0.0.1:5432/postgres \
+        --redis-url redis://127.0.0.1:6379/0            # 2 workers on PostgreSQL + Redis
 
 Fake-upstream mode starts bench/fake_upstream.py and `lumen serve` (its config generated,
 a throwaway data dir, a bootstrap key from the environment), then for every client count
@@ -15,7 +17,13 @@ Scenarios: non-streaming; 16-chunk stream paced 1 ms per event (each event reach
 its own, as tokens from a model do); the same stream in a burst (all events back to back).
 
 On 2+ cores, Lumen gets core 0 to itself and everything else shares core 1 (see
-docs/performance.md for why); --no-pin turns that off.
+docs/performance.md for why); --no-pin turns that off, and so does --workers N > 1 (the
+workers need every core, so the scheduler places all processes).
+
+With --postgres-url every Lumen gets a throwaway database on that server (dropped afterwards);
+with --redis-url a unique key prefix (its keys deleted afterwards). Lumen's CPU is the sum over
+its processes (the supervising parent and every worker). bench/scale.py runs the whole
+published set (both set-ups, 1 vs 2 workers, the soak, 1,000 open streams) in one command.
 """
 
 from __future__ import annotations
@@ -43,7 +51,8 @@ from typing import Any
 
 import orjson
 
-from common import free_port
+from backing import lumen_backing, server_pids
+from common import free_port, load1, raise_nofile
 from profile_summary import summarise
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -127,22 +136,75 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = N
     raise RuntimeError(f"{url} did not answer 200 within {timeout}s ({last})")
 
 
+def _nofile(soft: int) -> Any:
+    def set_limit() -> None:  # runs in the child between fork and exec
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+    return set_limit
+
+
+def wait_workers(pid: int, count: int, timeout: float) -> None:
+    """Waits until `count` workers exist and have gone quiet. /healthz answers as soon as one
+    worker serves; a load generator connecting before the others are up would put every
+    keep-alive connection on that one for the whole run. A worker still starting burns CPU
+    (imports, migrations check, pools, caches), a ready one idles."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    parent = psutil.Process(pid)
+    while time.monotonic() < deadline:
+        kids = parent.children()
+        if len(kids) >= count:
+            before = [k.cpu_times() for k in kids]
+            time.sleep(0.5)
+            after = [k.cpu_times() for k in kids]
+            busy = [a.user + a.system - b.user - b.system for a, b in zip(after, before, strict=True)]
+            if max(busy) < 0.02:  # < 4% of a core each
+                return
+        else:
+            time.sleep(0.2)
+    raise RuntimeError(f"{count} Lumen workers did not settle within {timeout}s")
+
+
+def worker_pids(pid: int) -> list[int]:
+    import psutil
+
+    return [k.pid for k in psutil.Process(pid).children()]
+
+
 @contextlib.contextmanager
 def process(
-    cmd: list[str], log_path: str, env: dict[str, str] | None = None
+    cmd: list[str], log_path: str, env: dict[str, str] | None = None, nofile: int | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
+    """Runs cmd for the duration of the block; `nofile` sets the child's soft fd limit (as
+    `ulimit -n` would), otherwise it inherits the bench's (raised to the hard limit)."""
     with open(log_path, "wb") as out:
-        p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        p = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=_nofile(nofile) if nofile else None,
+        )
     try:
         yield p
     finally:
         if p.poll() is None:
+            import psutil
+
+            with contextlib.suppress(psutil.Error):
+                kids = psutil.Process(p.pid).children(recursive=True)  # `lumen serve --workers` forks
             p.terminate()
             try:
-                p.wait(timeout=15)
+                p.wait(timeout=40)  # Lumen lets open requests finish first (up to 30 s)
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(timeout=5)
+                for k in kids:  # a killed supervisor cannot stop its workers
+                    with contextlib.suppress(psutil.Error):
+                        k.kill()
 
 
 def loadgen(
@@ -158,6 +220,7 @@ def loadgen(
     cpu_pids: dict[str, int],
     extra: list[str] | None = None,
     duration: float | None = None,
+    timeout: float = 1800,
 ) -> dict[str, Any]:
     cmd = [
         *pin(core),
@@ -183,28 +246,38 @@ def loadgen(
     for name, pid in cpu_pids.items():
         cmd += ["--cpu-pid", f"{name}={pid}"]
     cmd += extra or []
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    before = load1()
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if out.returncode != 0:
         raise RuntimeError(f"loadgen failed ({out.returncode}): {out.stderr[-2000:]}")
     result: dict[str, Any] = orjson.loads(out.stdout)
+    result["load1"] = {"before": before, "after": load1()}
     return result
 
 
-def lumen_env(key: str) -> dict[str, str]:
+def lumen_env(key: str, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env["LUMEN_BOOTSTRAP_KEY"] = key
+    env.update(extra or {})
     return env
 
 
-def lumen_cmd(lumen: str, port: int, data_dir: str, config: str | None) -> list[str]:
+def lumen_cmd(lumen: str, port: int, data_dir: str, config: str | None, workers: int = 1) -> list[str]:
     cmd = [*shlex.split(lumen), "serve"]
     if config:
         cmd += ["--config", config]
+    if workers != 1:  # only then: bare_proxy.py, run in Lumen's place, has no --workers
+        cmd += ["--workers", str(workers)]
     return [*cmd, "--host", "127.0.0.1", "--port", str(port), "--data-dir", data_dir]
 
 
-def write_config(path: str, fake_port: int) -> None:
-    # Two models on one fake upstream; the URL prefix picks the pacing (see fake_upstream.py).
+SLOW_MODEL = "bench-slow"
+
+
+def write_config(path: str, fake_port: int, slow_interval_ms: float = 500.0) -> None:
+    # Three models on one fake upstream; the URL prefix picks the pacing (see fake_upstream.py):
+    # Lumen does not pass unknown request headers upstream, so the path is what reaches it.
+    # `bench-slow` holds streams open (17 events, slow_interval_ms apart) for the open-streams run.
     text = f"""server:
   log_level: warning
 models:
@@ -217,6 +290,11 @@ models:
     endpoints:
       - type: openai
         url: http://127.0.0.1:{fake_port}/interval/0/v1
+        upstream_model: fake
+  - name: {SLOW_MODEL}
+    endpoints:
+      - type: openai
+        url: http://127.0.0.1:{fake_port}/interval/{slow_interval_ms:g}/v1
         upstream_model: fake
 """
     with open(path, "w") as f:
@@ -272,14 +350,33 @@ def lumen_server(
     profile_raw: str | None = None,
     spy_core: int | None = None,
 ) -> Iterator[tuple[int, str]]:
-    """A fresh `lumen serve` (own port, own data dir); yields (pid, base URL). With profile_raw it
-    runs under `py-spy record` (launched, not attached: attaching is refused on this kind of
+    """A fresh `lumen serve` (own port, own data dir, and with --postgres-url / --redis-url its
+    own database and key prefix); yields (pid, base URL), the pid of the process `lumen serve`
+    started as (with --workers, the supervisor; the workers are its children). With profile_raw
+    it runs under `py-spy record` (launched, not attached: attaching is refused on this kind of
     container), py-spy on the other core, and the stacks are written when Lumen stops."""
+    with lumen_backing(args.postgres_url, args.redis_url) as backing:
+        with _lumen_process(args, tmp, key, core, config, name, backing, profile_raw, spy_core) as served:
+            yield served
+
+
+@contextlib.contextmanager
+def _lumen_process(
+    args: argparse.Namespace,
+    tmp: str,
+    key: str,
+    core: int | None,
+    config: str | None,
+    name: str,
+    backing: dict[str, str],
+    profile_raw: str | None,
+    spy_core: int | None,
+) -> Iterator[tuple[int, str]]:
     port = free_port()
     data_dir = os.path.join(tmp, f"data-{name}")
     os.makedirs(data_dir, exist_ok=True)
     log_path = os.path.join(tmp, f"lumen-{name}.log")
-    cmd = [*pin(core), *lumen_cmd(args.lumen, port, data_dir, config)]
+    cmd = [*pin(core), *lumen_cmd(args.lumen, port, data_dir, config, args.workers)]
     if profile_raw:
         # --native shows the C/Cython frames (uvloop, httptools, orjson) but must pause the
         # process for each sample; without it sampling is non-blocking.
@@ -295,9 +392,12 @@ def lumen_server(
             "raw",
         ]
         cmd = [*spy, "-o", profile_raw, "--", *cmd]
-    with process(cmd, log_path, lumen_env(key)) as p:
+    env = lumen_env(key, {**backing, **dict(e.split("=", 1) for e in args.lumen_env)})
+    with process(cmd, log_path, env, args.lumen_nofile) as p:
         try:
             wait_http(f"http://127.0.0.1:{port}/healthz", args.start_timeout, p)
+            if args.workers > 1:
+                wait_workers(p.pid, args.workers, args.start_timeout)
         except Exception:
             log(f"--- tail of {log_path} ---")
             with open(log_path, errors="replace") as f:
@@ -314,27 +414,54 @@ def lumen_server(
             p.wait(timeout=120)
 
 
-def bench_fake(
-    args: argparse.Namespace, tmp: str, key: str, cores: tuple[int | None, int | None]
-) -> dict[str, Any]:
-    lumen_core, other_core = cores
-    fake_port = free_port()
-    config = os.path.join(tmp, "lumen.yaml")
-    write_config(config, fake_port)
-    fake_cmd = [
-        *pin(other_core),
+@dataclass(frozen=True)
+class Fake:
+    pid: int
+    port: int
+    config: str  # a generated Lumen config routing the bench models to this fake upstream
+
+
+@contextlib.contextmanager
+def fake_upstream(
+    args: argparse.Namespace, tmp: str, core: int | None, slow_interval_ms: float = 500.0
+) -> Iterator[Fake]:
+    port = free_port()
+    config = os.path.join(tmp, f"lumen-{port}.yaml")
+    write_config(config, port, slow_interval_ms)
+    cmd = [
+        *pin(core),
         PY,
         os.path.join(HERE, "fake_upstream.py"),
         "--port",
-        str(fake_port),
+        str(port),
         "--chunks",
         str(args.chunks),
         "--chunk-interval-ms",
         str(args.chunk_interval_ms),
     ]
+    with process(cmd, os.path.join(tmp, f"fake-{port}.log")) as p:
+        wait_http(f"http://127.0.0.1:{port}/healthz", 15, p)
+        yield Fake(p.pid, port, config)
+
+
+def lumen_cpu_pids(args: argparse.Namespace, lumen_pid: int, fake_pid: int) -> dict[str, int]:
+    """What a run through Lumen charges CPU to: Lumen (supervisor and workers together), each
+    worker on its own (to show how evenly the kernel spread the connections), the fake upstream,
+    and the PostgreSQL and Redis servers when used (they serve other clients too)."""
+    pids = {"lumen": lumen_pid, "fake": fake_pid}
+    pids.update(server_pids(bool(args.postgres_url), bool(args.redis_url)))
+    if args.workers > 1:
+        pids.update({f"lumen-w{i}": w for i, w in enumerate(worker_pids(lumen_pid))})
+    return pids
+
+
+def bench_fake(
+    args: argparse.Namespace, tmp: str, key: str, cores: tuple[int | None, int | None]
+) -> dict[str, Any]:
+    lumen_core, other_core = cores
     results: dict[str, Any] = {"runs": []}
-    with process(fake_cmd, os.path.join(tmp, "fake.log")) as fake:
-        wait_http(f"http://127.0.0.1:{fake_port}/healthz", 15, fake)
+    with fake_upstream(args, tmp, other_core) as fake:
+        fake_port, config = fake.port, fake.config
         with lumen_server(args, tmp, key, lumen_core, config, "fake") as (lumen_pid, lumen_url):
             for sc in SCENARIOS.values():
                 check_once(lumen_url, key, sc.model, sc.stream)
@@ -350,7 +477,7 @@ def bench_fake(
                     direct = loadgen(
                         other_core, direct_url, key, sc.model, cpu_pids={"fake": fake.pid}, **common
                     )
-                    pids = {"lumen": lumen_pid, "fake": fake.pid}
+                    pids = lumen_cpu_pids(args, lumen_pid, fake.pid)
                     through = loadgen(other_core, lumen_url, key, sc.model, cpu_pids=pids, **common)
                     row = {"clients": clients, "scenario": name, "direct": direct, "lumen": through}
                     row.update(compare(direct, through, sc.stream))
@@ -515,6 +642,13 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _load(row: dict[str, Any]) -> str:
+    """The 1-minute load average before the direct run and after the run through Lumen."""
+    before = row["direct"].get("load1", {}).get("before")
+    after = row["lumen"].get("load1", {}).get("after")
+    return f"{before}→{after}" if before is not None else "-"
+
+
 def markdown(doc: dict[str, Any]) -> str:
     head = [
         "clients",
@@ -529,6 +663,7 @@ def markdown(doc: dict[str, Any]) -> str:
         "Lumen CPU ms/req",
         "Lumen req/s",
         "errors",
+        "load 1m",
     ]
     lines = []
     for r in (doc.get("fake") or {}).get("runs", []):
@@ -552,6 +687,7 @@ def markdown(doc: dict[str, Any]) -> str:
                 r["lumen_cpu_ms_per_request"],
                 r["lumen"]["throughput_rps"],
                 r["lumen"]["errors"],
+                _load(r),
             ]
             lines.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
     lines.append("")
@@ -612,7 +748,7 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clients", default="1", help="comma-separated client counts, e.g. 1,16,64,256")
     ap.add_argument("--scenarios", default=",".join(SCENARIOS), help="subset of " + ",".join(SCENARIOS))
@@ -634,6 +770,34 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--profile-native", action="store_true", help="py-spy --native (C frames too)")
     ap.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     ap.add_argument(
+        "--workers", type=int, default=1, help="`lumen serve --workers N` (N > 1 needs --redis-url)"
+    )
+    ap.add_argument(
+        "--postgres-url",
+        default=None,
+        help="a PostgreSQL server (a role that may create databases), e.g. "
+        "postgresql://postgres@127.0.0.1:5432/postgres: each Lumen gets a throwaway database on it",
+    )
+    ap.add_argument(
+        "--redis-url",
+        default=None,
+        help="e.g. redis://127.0.0.1:6379/0: each Lumen gets a unique key prefix, its keys deleted after",
+    )
+    ap.add_argument(
+        "--lumen-nofile",
+        type=int,
+        default=None,
+        help="Lumen's soft fd limit, as `ulimit -n` (default: the bench's, raised to the hard limit)",
+    )
+    ap.add_argument(
+        "--lumen-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment for Lumen, e.g. UV_TCP_SINGLE_ACCEPT=1 (libuv: accept one connection per "
+        "wake-up, so that workers sharing the socket take turns)",
+    )
+    ap.add_argument(
         "--lumen",
         default=os.path.join(os.path.dirname(PY), "lumen"),
         help="the command that serves like `lumen serve` (default: the venv's lumen); "
@@ -641,6 +805,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--start-timeout", type=float, default=120.0)
     ap.add_argument("--out", default=None, help="result file (default bench/results/<timestamp>.json)")
+    return ap
+
+
+def parse_args(
+    argv: list[str] | None = None, ap: argparse.ArgumentParser | None = None
+) -> argparse.Namespace:
+    ap = ap or parser()
     args = ap.parse_args(argv)
     args.clients = [int(c) for c in args.clients.split(",") if c]
     args.scenarios = [s for s in args.scenarios.split(",") if s]
@@ -650,14 +821,51 @@ def main(argv: list[str] | None = None) -> None:
     exe = shlex.split(args.lumen)[0] if args.lumen.strip() else ""
     if not (os.path.exists(exe) or shutil.which(exe)):
         ap.error(f"{exe!r} not found")
-
-    pinned = (os.cpu_count() or 1) >= 2 and not args.no_pin and bool(shutil.which("taskset"))
-    cores: tuple[int | None, int | None] = (0, 1) if pinned else (None, None)
-    key = "sk_bench_" + secrets.token_hex(24)  # keys need 40+ characters after sk_
+    if args.workers < 1:
+        ap.error("--workers must be >= 1")
+    if any("=" not in e for e in args.lumen_env):
+        ap.error("--lumen-env takes NAME=VALUE")
+    if args.workers > 1 and not (args.redis_url or os.environ.get("LUMEN_REDIS_URL")):
+        ap.error("--workers > 1 needs --redis-url (Lumen shares limits and budgets through Redis)")
+    if args.profile and args.workers > 1:
+        ap.error("--profile runs one Lumen process under py-spy; use --workers 1")
     started = dt.datetime.now(dt.UTC)
+    args.started = started
     args.stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    return args
+
+
+def core_plan(args: argparse.Namespace) -> tuple[int | None, int | None]:
+    """(Lumen's core, the core of everything else), or no pinning. Several workers need every
+    core, so pinning them all to one would measure nothing; then the scheduler places everyone."""
+    pinned = (
+        (os.cpu_count() or 1) >= 2 and not args.no_pin and args.workers == 1 and bool(shutil.which("taskset"))
+    )
+    return (0, 1) if pinned else (None, None)
+
+
+def backing_settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "workers": args.workers,
+        "database": "postgresql (a throwaway database per Lumen)"
+        if args.postgres_url
+        else ("LUMEN_DATABASE_URL" if os.environ.get("LUMEN_DATABASE_URL") else "sqlite"),
+        "redis": "a unique key prefix per Lumen"
+        if args.redis_url
+        else ("LUMEN_REDIS_URL" if os.environ.get("LUMEN_REDIS_URL") else None),
+        "lumen_nofile": args.lumen_nofile,
+        "lumen_env": args.lumen_env,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    raise_nofile()  # inherited by every child; see common.raise_nofile
+    cores = core_plan(args)
+    pinned = cores[0] is not None
+    key = "sk_bench_" + secrets.token_hex(24)  # keys need 40+ characters after sk_
     doc: dict[str, Any] = {
-        "started": started.isoformat(timespec="seconds"),
+        "started": args.started.isoformat(timespec="seconds"),
         "machine": machine(),
         "pinning": {"lumen": cores[0], "fake_upstream_and_loadgen": cores[1]} if pinned else None,
         "settings": {
@@ -668,6 +876,7 @@ def main(argv: list[str] | None = None) -> None:
             "warmup": args.warmup,
             "chunks": args.chunks,
             "chunk_interval_ms": args.chunk_interval_ms,
+            **backing_settings(args),
         },
     }
     with tempfile.TemporaryDirectory(prefix="lumen-bench-") as tmp:

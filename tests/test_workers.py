@@ -34,6 +34,14 @@ def workers_of(parent: int) -> set[int]:
     return {child.pid for child in psutil.Process(parent).children()}
 
 
+def _established(pid: int, port: int) -> int:
+    return sum(
+        1
+        for c in psutil.Process(pid).net_connections(kind="tcp")
+        if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == port
+    )
+
+
 def eventually(check: object, deadline: float = 60.0) -> None:
     end = time.monotonic() + deadline
     while not check():  # type: ignore[operator]
@@ -71,6 +79,19 @@ def test_two_workers_share_the_port_replace_a_dead_one_and_stop_cleanly(tmp_path
                 for _ in range(10)
             ]
             assert statuses == [200] * 5 + [429] * 5
+
+            # Each worker listens on its own SO_REUSEPORT socket, so kept-alive connections are
+            # spread over both instead of piling onto whichever worker wakes first.
+            port = int(url.rsplit(":", 1)[1])
+            clients = [httpx.Client(base_url=url) for _ in range(24)]
+            try:
+                for client in clients:
+                    assert client.get("/healthz").status_code == 200
+                held = {pid: _established(pid, port) for pid in first}
+            finally:
+                for client in clients:
+                    client.close()
+            assert sum(held.values()) == 24 and all(held.values()), held
 
             victim = sorted(first)[0]
             os.kill(victim, signal.SIGKILL)

@@ -47,10 +47,12 @@ def serve(
             f"{count} workers need server.redis_url (LUMEN_REDIS_URL): rate limits, coin budgets and "
             "revocations must be shared between them"
         )
-    sock = _bind(settings.server.host, settings.server.port)
-    settings = settings.model_copy(
-        update={"server": settings.server.model_copy(update={"port": sock.getsockname()[1]})}
-    )
+    host = settings.server.host
+    # With workers, this socket only holds the port (bound, not listening, so the kernel never
+    # queues a connection on it); each worker listens on a socket of its own on the same port.
+    sock = _bind(host, settings.server.port, listen=count == 1, reuse_port=count > 1)
+    port = sock.getsockname()[1]
+    settings = settings.model_copy(update={"server": settings.server.model_copy(update={"port": port})})
     given = {k: v for k, v in overrides.items() if v is not None}
     if count == 1:
         _serve(settings, config, given, sock, banner=True)
@@ -63,7 +65,16 @@ def serve(
     # Once, before forking: the workers then find the database current and start at once.
     settings.server.data_dir.mkdir(parents=True, exist_ok=True)
     asyncio.run(upgrade_database(settings.database_url))
-    sys.exit(supervise(count, lambda index: _serve(settings, config, given, sock, banner=index == 0)))
+
+    def worker(index: int) -> None:
+        sock.close()
+        # SO_REUSEPORT: the kernel spreads new connections evenly over the workers' sockets. One
+        # shared socket would let whichever worker wakes first take every keep-alive connection
+        # (measured: one worker doing 99% of the work at 16 clients, docs/performance.md).
+        own = _bind(host, port, reuse_port=True)
+        _serve(settings, config, given, own, banner=index == 0)
+
+    sys.exit(supervise(count, worker))
 
 
 def _serve(
@@ -116,17 +127,20 @@ def _raise_open_file_limit() -> None:
             pass  # a container may forbid it; Lumen then serves within the soft limit
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def _bind(host: str, port: int, *, listen: bool = True, reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # The protocol must be given: asyncio turns on TCP_NODELAY for accepted connections only when
     # the socket says IPPROTO_TCP, and without it every response waits ~40 ms on delayed ACKs.
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-    sock.listen(2048)
+    if listen:
+        sock.listen(2048)
     sock.set_inheritable(True)
     return sock
 

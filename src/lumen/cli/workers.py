@@ -1,9 +1,10 @@
-"""`lumen serve --workers N`: N worker processes sharing one listening socket (pre-fork).
+"""`lumen serve --workers N`: N worker processes on one port (pre-fork).
 
-The parent binds the socket, forks the workers and supervises them: a worker that dies is
+The parent reserves the port, forks the workers and supervises them: a worker that dies is
 replaced, SIGTERM or SIGINT is passed on to every worker, and the parent exits when they have
-all stopped (each finishes its requests first: uvicorn's graceful shutdown). The kernel spreads
-new connections over the workers. Everything that must hold across workers — limits, budgets,
+all stopped (each finishes its requests first: uvicorn's graceful shutdown). Each worker listens
+on its own SO_REUSEPORT socket (see `lumen.cli.serve`), so the kernel spreads new connections
+evenly over them. Everything that must hold across workers — limits, budgets,
 cache invalidation — goes through Redis, as it does across replicas, so N > 1 needs it.
 """
 
