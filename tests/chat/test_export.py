@@ -15,6 +15,9 @@ from tests.chat.conftest import ANN, BEN
 from tests.chat.test_safe_markdown import _dangerous, render
 
 NOTES = AttachmentMeta(name="notes.txt", type="text/plain", size=11, text_chars=11, text="hello world")
+MOON = AttachmentMeta(
+    name="moon.png", type="image/png", size=8, data_url="data:image/png;base64,iVBORw0KGgo="
+)
 
 
 async def _branched(engine: AsyncEngine) -> str:
@@ -46,7 +49,7 @@ async def _branched(engine: AsyncEngine) -> str:
         )
     )
     await add(NewMessage(role="assistant", content="9.8", stats=AnswerStats(model="echo", stopped=True)), q1)
-    await add(NewMessage(role="user", content="And on the Moon?"), a1)
+    await add(NewMessage(role="user", content="And on the Moon?", attachments=(MOON,)), a1)
     await store.edit_message(
         engine=engine, owner_id=ANN, conversation_id=made.id, message_id=q1, content="What is G?"
     )
@@ -86,6 +89,9 @@ async def test_json_export_imports_back_to_the_same_tree(people: AsyncEngine) ->
     original = await store.get_conversation(engine=people, owner_id=ANN, conversation_id=conversation_id)
     assert [s.message.content for s in imported.messages] == [s.message.content for s in original.messages]
     assert imported.messages[0].message.attachments == (NOTES,)
+    # The JSON export is the full record: a kept image's data goes out and comes back.
+    assert imported.messages[-1].message.attachments == (MOON,)
+    assert MOON.data_url in raw.decode()
 
 
 async def test_markdown_export_is_readable_and_safe(people: AsyncEngine) -> None:
@@ -100,6 +106,7 @@ async def test_markdown_export_is_readable_and_safe(people: AsyncEngine) -> None
     # The shown branch: the first question (version 1 of 2), its first answer (1 of 2), the follow-up.
     assert "## User · version 1 of 2\n\nWhat is g?" in markdown
     assert "📎 notes.txt (text/plain, 11 bytes)" in markdown
+    assert "📎 moon.png (image/png, 8 bytes)" in markdown and "iVBORw0KGgo" not in markdown  # named only
     assert "## Assistant (echo) · version 1 of 2" in markdown
     assert "```python\nprint(9.81 < 10)\n```" in markdown
     assert "*20 prompt + 9 completion tokens · 0.0015 coins · first token after 120 ms*" in markdown

@@ -310,6 +310,21 @@ async def test_text_every_backend_can_store(people: AsyncEngine) -> None:
             ),
             "attachments",
         ),
+        *(
+            (
+                NewMessage(
+                    role="user",
+                    content="x",
+                    attachments=(AttachmentMeta(name="a.png", type="image/png", size=1, data_url=url),),
+                ),
+                "attachments",
+            )
+            for url in (
+                "data:image/svg+xml;base64,PHN2Zz4=",  # not an image type a model is sent
+                "data:image/png;base64,not*base64",
+                "data:image/png;base64," + "A" * (4 * 10_000_001 // 3 + 4),  # over 10 MB of image
+            )
+        ),
     ],
 )
 async def test_bad_messages_are_refused_and_nothing_is_written(

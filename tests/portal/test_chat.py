@@ -479,6 +479,73 @@ def test_images_go_only_to_models_that_take_them(
     assert content[1] == {"type": "image_url", "image_url": {"url": image["data_url"]}}
 
 
+def image_parts(request: dict[str, Any]) -> list[str]:
+    """The data URLs of every image part of the messages a model was sent."""
+    return [
+        part["image_url"]["url"]
+        for message in request["messages"]
+        if isinstance(message["content"], list)
+        for part in message["content"]
+        if part["type"] == "image_url"
+    ]
+
+
+def test_an_image_stays_part_of_the_conversation(
+    lumen: RunningLumen, person: Person, fake: FakeUpstream
+) -> None:
+    with chat(lumen, person) as session:
+        image = session.browser.post(
+            "/api/chat/attachments", params={"name": "dot.png"}, content=PNG, headers=session.headers
+        ).json()
+        conversation = session.create(model="vision")
+        session.send(conversation, "what is it?", attachments=[image])
+        followed = session.send(conversation, "and its colour?")
+        follow_up = fake.requests[-1]
+        answer = followed[-1][1]["message"]
+        regenerated = session.events(
+            session.post(f"/api/chat/conversations/{conversation}/messages/{answer['id']}/regenerate", {})
+        )
+        regenerate = fake.requests[-1]
+        # A model without images still answers the rest of the conversation.
+        without = session.send(conversation, "describe it in words", model="fake")
+        blind = fake.requests[-1]
+        listing = session.browser.get(f"/api/chat/conversations/{conversation}", headers=session.headers)
+    assert image_parts(follow_up) == [image["data_url"]]
+    assert follow_up["messages"][0]["content"][0] == {"type": "text", "text": "what is it?"}
+    assert follow_up["messages"][-1]["content"] == "and its colour?"
+    assert regenerated[-1][0] == "done" and image_parts(regenerate) == [image["data_url"]]
+    assert without[-1][0] == "done" and image_parts(blind) == []
+    assert blind["messages"][0]["content"] == (
+        "what is it?\n\n[An image, dot.png, was attached here; the chosen model cannot see images.]"
+    )
+    # The page's listing names the image but never carries its data.
+    assert listing.status_code == 200 and image["data_url"].split(",", 1)[1] not in listing.text
+    first = listing.json()["messages"][0]["attachments"]
+    assert first == [{"name": "dot.png", "type": "image/png", "size": len(PNG), "text_chars": 0}]
+
+
+def test_an_image_over_the_limit_or_not_base64_is_refused_before_storing(
+    lumen: RunningLumen, person: Person
+) -> None:
+    big = "data:image/png;base64," + "A" * (4 * 5_000_004 // 3)  # 5,000,004 bytes of image
+    with chat(lumen, person) as session:
+        conversation = session.create(model="vision")
+        sent = [
+            session.post(
+                f"/api/chat/conversations/{conversation}/messages",
+                {"content": "x", "attachments": [{**attachment, "kind": "image", "type": "image/png"}]},
+            )
+            for attachment in (
+                {"name": "big.png", "size": 1, "data_url": big},
+                {"name": "bad.png", "size": 1, "data_url": "data:image/png;base64,not*base64"},
+            )
+        ]
+        stored = session.conversation(conversation)["messages"]
+    assert sent[0].status_code == 413 and error(sent[0])["code"] == "attachment_too_large"
+    assert sent[1].status_code == 400 and "bad.png" in error(sent[1])["message"]
+    assert stored == []
+
+
 def test_the_conversation_settings_are_sent_with_each_answer(
     lumen: RunningLumen, person: Person, fake: FakeUpstream
 ) -> None:

@@ -5,6 +5,8 @@ Every function returns the value to store or raises `InvalidRequest` saying whic
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 import re
 from collections.abc import Sequence
@@ -21,6 +23,9 @@ MAX_CONTENT_CHARS = 1_000_000
 MAX_ATTACHMENTS = 10
 MAX_ATTACHMENT_NAME_CHARS = 255
 MAX_ATTACHMENT_TEXT_CHARS = 1_000_000
+MAX_IMAGE_BYTES = 10_000_000
+"""The largest image a message keeps (the API's upload limit; the portal's is lower)."""
+IMAGE_DATA_URL = re.compile(r"^data:image/(png|jpeg|gif|webp);base64,")
 MAX_TOKENS = 10_000_000
 MAX_PAGE = 200
 MAX_SEARCH_CHARS = 200
@@ -131,6 +136,31 @@ def attachment(meta: AttachmentMeta) -> None:
         raise InvalidRequest("An attachment's size cannot be negative.", param="attachments")
     if meta.text is not None and len(meta.text) > MAX_ATTACHMENT_TEXT_CHARS:
         raise _too_long(f"text of '{name}'", MAX_ATTACHMENT_TEXT_CHARS, "attachments")
+    if meta.data_url is not None:
+        if meta.text is not None:
+            raise InvalidRequest(f"'{name}' cannot be both a document and an image.", param="attachments")
+        size = image_bytes(meta.data_url)
+        if size is None:
+            raise InvalidRequest(
+                f"The image '{name}' is not a PNG, JPEG, GIF or WebP data URL.", param="attachments"
+            )
+        if size > MAX_IMAGE_BYTES:
+            raise InvalidRequest(
+                f"The image '{name}' has {size:,} bytes; the limit is {MAX_IMAGE_BYTES:,}.",
+                param="attachments",
+                code="attachment_too_large",
+            )
+
+
+def image_bytes(data_url: str) -> int | None:
+    """The size of the image in a base64 image data URL; None if it is not one."""
+    found = IMAGE_DATA_URL.match(data_url)
+    if found is None:
+        return None
+    try:
+        return len(base64.b64decode(data_url[found.end() :], validate=True))
+    except (binascii.Error, ValueError):
+        return None
 
 
 def new_message(message: NewMessage) -> None:

@@ -50,6 +50,8 @@ class BranchSelect(_Body):
 
 
 class AttachmentInfo(BaseModel):
+    """What the page lists of an attachment: never an image's data (megabytes per message)."""
+
     name: str
     type: str
     size: int
@@ -125,6 +127,8 @@ class ExportAttachment(_Body):
     size: int = Field(ge=0)
     text_chars: int = Field(default=0, ge=0)
     text: str | None = None
+    data_url: str | None = None
+    """An image's ``data:`` URL: the export is the full record (listings leave it out)."""
 
 
 class ExportMessage(_Body):

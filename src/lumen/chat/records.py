@@ -12,14 +12,16 @@ ROLES: tuple[Role, ...] = ("system", "user", "assistant")
 
 @dataclass(frozen=True, slots=True)
 class AttachmentMeta:
-    """What a message keeps of an attachment. ``text`` is the extracted text of a text file or PDF,
-    kept so the conversation can be sent to a model again (regenerate, edit); images keep none."""
+    """What a message keeps of an attachment, so the conversation can be sent to a model again
+    (follow-up, regenerate, edit): ``text`` is the extracted text of a text file or PDF, ``data_url``
+    an image's ``data:`` URL (None in rows stored before images were kept)."""
 
     name: str
     type: str  # MIME type, as sniffed from the content
     size: int  # bytes uploaded
     text_chars: int = 0
     text: str | None = None
+    data_url: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -30,6 +32,8 @@ class AttachmentMeta:
         }
         if self.text is not None:
             data["text"] = self.text
+        if self.data_url is not None:
+            data["data_url"] = self.data_url
         return data
 
     @classmethod
@@ -40,6 +44,7 @@ class AttachmentMeta:
             size=int(data["size"]),
             text_chars=int(data.get("text_chars", 0)),
             text=data.get("text"),
+            data_url=data.get("data_url"),
         )
 
 

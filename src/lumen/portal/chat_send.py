@@ -34,11 +34,11 @@ from lumen.api.proxy import Call
 from lumen.api.relay import KEEPALIVE
 from lumen.api.sse import SSEResponse
 from lumen.billing.estimate import chat_prompt_tokens
-from lumen.chat import store
+from lumen.chat import checks, store
 from lumen.chat.api import message_public
 from lumen.chat.records import AnswerStats, AttachmentMeta, Conversation, Message, NewMessage
 from lumen.chat.store import DEFAULT_TITLE
-from lumen.errors import InvalidRequest, LumenError
+from lumen.errors import InvalidRequest, LumenError, PayloadTooLarge
 from lumen.identity.principal import Principal
 from lumen.portal.chat_protocol import AttachmentIn, EditBody, RegenerateBody, SendBody
 from lumen.portal.chat_wire import event, openai_messages, read_relayed
@@ -71,8 +71,6 @@ class _Turn:
     conversation: Conversation
     model: Model
     question: Message
-    images: tuple[str, ...]
-    """Data URLs sent with the question now (images are not stored)."""
     announce: bool
     """Send the stored question to the page first (a send or an edit made it)."""
 
@@ -88,9 +86,21 @@ async def read_body(request: Request, state: AppState, model: type[B]) -> B:
         raise InvalidRequest(f"Invalid value for '{where}': {first['msg']}.", param=where) from exc
 
 
-async def send(ctx: Context, conversation_id: str, body: SendBody) -> SSEResponse:
+async def send(ctx: Context, conversation_id: str, body: SendBody, *, image_bytes: int) -> SSEResponse:
+    """Store the user's message (with its attachments, images included), then answer it.
+    `image_bytes` is the upload limit: the page sends the data URL back, so it is checked again."""
     conversation = await _conversation(ctx, conversation_id)
-    images = tuple(a.data_url for a in body.attachments if a.data_url is not None)
+    images = [a for a in body.attachments if a.data_url is not None]
+    for image in images:
+        size = checks.image_bytes(image.data_url or "")
+        if size is None:
+            raise InvalidRequest(f"The image '{image.name}' is not valid base64 data.", param="attachments")
+        if size > image_bytes:
+            raise PayloadTooLarge(
+                f"The image '{image.name}' has {size:,} bytes; the limit is {image_bytes:,} bytes.",
+                param="attachments",
+                code="attachment_too_large",
+            )
     model = _model(ctx, conversation, body.model, images=bool(images))
     if not body.content.strip() and not body.attachments:
         raise InvalidRequest("Write a message or attach a file.", param="content", code="empty_message")
@@ -106,7 +116,7 @@ async def send(ctx: Context, conversation_id: str, body: SendBody) -> SSERespons
             engine=ctx.state.engine, owner_id=ctx.owner_id, conversation_id=conversation_id, title=title
         )
     conversation = await _use_model(ctx, conversation, model)
-    return await _answer(ctx, _Turn(conversation, model, question, images, announce=True))
+    return await _answer(ctx, _Turn(conversation, model, question, announce=True))
 
 
 async def edit(ctx: Context, conversation_id: str, message_id: int, body: EditBody) -> SSEResponse:
@@ -129,7 +139,7 @@ async def edit(ctx: Context, conversation_id: str, message_id: int, body: EditBo
         content=body.content,
     )
     conversation = await _use_model(ctx, conversation, model)
-    return await _answer(ctx, _Turn(conversation, model, question, (), announce=True))
+    return await _answer(ctx, _Turn(conversation, model, question, announce=True))
 
 
 async def regenerate(
@@ -150,7 +160,7 @@ async def regenerate(
         raise InvalidRequest("Only an answer to your message can be regenerated.", param="message_id")
     model = _model(ctx, conversation, body.model, images=False)
     conversation = await _use_model(ctx, conversation, model)
-    return await _answer(ctx, _Turn(conversation, model, path[-1], (), announce=False))
+    return await _answer(ctx, _Turn(conversation, model, path[-1], announce=False))
 
 
 # --- the call ---------------------------------------------------------------------------------
@@ -164,7 +174,8 @@ async def _answer(ctx: Context, turn: _Turn) -> SSEResponse:
         conversation_id=turn.conversation.id,
         message_id=turn.question.id,
     )
-    messages = openai_messages(turn.conversation.system_prompt, history, turn.images)
+    takes_images = "image" in turn.model.settings.capabilities.modalities
+    messages = openai_messages(turn.conversation.system_prompt, history, images=takes_images)
     body: dict[str, Any] = {
         "model": turn.model.name,
         "messages": messages,
@@ -346,7 +357,9 @@ async def _use_model(ctx: Context, conversation: Conversation, model: Model) -> 
 
 def _metas(attachments: Sequence[AttachmentIn]) -> tuple[AttachmentMeta, ...]:
     return tuple(
-        AttachmentMeta(name=a.name, type=a.type, size=a.size, text_chars=a.text_chars, text=a.text)
+        AttachmentMeta(
+            name=a.name, type=a.type, size=a.size, text_chars=a.text_chars, text=a.text, data_url=a.data_url
+        )
         for a in attachments
     )
 

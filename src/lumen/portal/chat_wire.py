@@ -11,21 +11,21 @@ import orjson
 from lumen.chat.records import Message
 
 
-def openai_messages(
-    system_prompt: str, path: Sequence[Message], images: Sequence[str] = ()
-) -> list[dict[str, Any]]:
+def openai_messages(system_prompt: str, path: Sequence[Message], *, images: bool) -> list[dict[str, Any]]:
     """The conversation as a model reads it: the system prompt, then the branch up to the
-    question; documents' text goes inline, and `images` (data URLs) with the question."""
+    question; documents' text goes inline, and each user message's stored images (data URLs) with
+    it when the model takes images (`images`), else a note that an image was there."""
     messages: list[dict[str, Any]] = []
     if system_prompt.strip():
         messages.append({"role": "system", "content": system_prompt})
-    for index, message in enumerate(path):
-        sent_images = images if index == len(path) - 1 else ()
-        text = _with_attachments(message, images_sent=bool(sent_images))
+    for message in path:
+        takes = images and message.role == "user"
+        sent = [a.data_url for a in message.attachments if a.data_url is not None] if takes else []
+        text = _with_attachments(message, images_sent=bool(sent))
         content: str | list[dict[str, Any]] = text
-        if sent_images:
+        if sent:
             content = [{"type": "text", "text": text}] + [
-                {"type": "image_url", "image_url": {"url": url}} for url in sent_images
+                {"type": "image_url", "image_url": {"url": url}} for url in sent
             ]
         messages.append({"role": message.role, "content": content})
     return messages
@@ -38,9 +38,14 @@ def _with_attachments(message: Message, *, images_sent: bool) -> str:
             parts.append(
                 f"[Attachment: {attachment.name}]\n{attachment.text}\n[End of attachment: {attachment.name}]"
             )
-        elif not images_sent:
-            # Images are not stored: say so rather than let the model guess at a missing picture.
+        elif attachment.data_url is None:
+            # Stored before images were kept: say so rather than let the model guess at a picture.
             parts.append(f"[An image, {attachment.name}, was attached here; it is no longer available.]")
+        elif not images_sent:
+            # The conversation moved to a model without images: the rest of it can still be answered.
+            parts.append(
+                f"[An image, {attachment.name}, was attached here; the chosen model cannot see images.]"
+            )
     return "\n\n".join(parts)
 
 

@@ -127,7 +127,7 @@ async def acknowledge(model: str, request: Request, user: CurrentUser, portal: P
 async def send(conversation_id: str, request: Request, user: CurrentUser, portal: PortalDep) -> Response:
     ctx = _context(request, user, portal)
     body = await chat_send.read_body(request, ctx.state, SendBody)
-    return await chat_send.send(ctx, conversation_id, body)
+    return await chat_send.send(ctx, conversation_id, body, image_bytes=LIMITS.image_bytes)
 
 
 @router.post("/api/chat/conversations/{conversation_id}/messages/{message_id}/edit")
