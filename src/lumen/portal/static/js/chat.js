@@ -2,12 +2,15 @@
 // regenerate, edit and alternatives, attachments, and the acknowledgement of a model's notice.
 // Conversations live on the server (/api/chat); answers stream from
 // POST /api/chat/conversations/{id}/messages and friends as server-sent events.
+// The model picker and settings live in chat-settings.js, streaming and Stop in chat-stream.js.
 (function () {
   "use strict";
 
   var render;
   var view; // chat-messages.js
   var sidebar;
+  var panel; // chat-settings.js
+  var streamer; // chat-stream.js
   var app;
   var el = {};
   var limits = {};
@@ -18,7 +21,6 @@
     attachments: [], // uploaded files waiting to be sent with the next message
     settings: { system_prompt: "", temperature: null, max_tokens: null }, // of a chat not yet created
   };
-  var MODEL_KEY = "lumen-chat-model";
   var siteName = "";
 
   // --- small helpers ----------------------------------------------------------------------------
@@ -83,111 +85,6 @@
 
   function composerError(text) {
     el.composerError.textContent = text || "";
-  }
-
-  // --- the model picker and the notice ----------------------------------------------------------
-
-  function option() {
-    return el.model.selectedOptions[0] || null;
-  }
-
-  function modelName() {
-    var selected = option();
-    return selected ? selected.value : "";
-  }
-
-  function takesImages() {
-    var selected = option();
-    return !!selected && selected.dataset.images === "yes";
-  }
-
-  function needsAck() {
-    var selected = option();
-    return !!selected && selected.dataset.needsAck === "yes";
-  }
-
-  function showModel() {
-    var selected = option();
-    if (!selected) {
-      el.modelInfo.textContent = "";
-      el.ack.hidden = true;
-      return;
-    }
-    var data = selected.dataset;
-    var free = Number(data.priceInput) === 0 && Number(data.priceOutput) === 0;
-    var parts = [
-      free ? "Free" : "Coins per million tokens: " + data.priceInput + " input, " + data.priceOutput + " output",
-    ];
-    if (data.context) {
-      parts.push("context " + Number(data.context).toLocaleString() + " tokens");
-    }
-    parts.push("takes " + data.capabilities);
-    if (data.available !== "yes") {
-      parts.push("currently unavailable");
-    }
-    var description = document.createElement("span");
-    description.className = "model-description";
-    description.textContent = data.description ? data.description + " · " : "";
-    el.modelInfo.replaceChildren(description, parts.join(" · "));
-    el.ack.hidden = data.needsAck !== "yes";
-    if (data.needsAck === "yes") {
-      el.ackModel.textContent = selected.value;
-      render.renderMarkdown(el.ackText, data.notice); // the administrator's notice, in Markdown
-      el.ackStatus.textContent = "";
-    }
-    el.fileInput.accept = takesImages()
-      ? ".txt,.md,.csv,.json,.py,.js,.ts,.html,.css,.xml,.yaml,.yml,.tex,.pdf,text/*,application/pdf,image/png,image/jpeg,image/gif,image/webp"
-      : ".txt,.md,.csv,.json,.py,.js,.ts,.html,.css,.xml,.yaml,.yml,.tex,.pdf,text/*,application/pdf";
-  }
-
-  function selectModel(name) {
-    for (var i = 0; i < el.model.options.length; i++) {
-      if (el.model.options[i].value === name) {
-        el.model.selectedIndex = i;
-        return true;
-      }
-    }
-    return false;
-  }
-
-  function onModelChange() {
-    showModel();
-    try {
-      window.localStorage.setItem(MODEL_KEY, modelName());
-    } catch (e) {
-      // Not remembered: the default applies next time.
-    }
-    if (state.conversation && state.conversation.model !== modelName()) {
-      var name = modelName();
-      api(conversationUrl(), json("PATCH", { model: name })).then(function (conversation) {
-        state.conversation.model = conversation.model;
-      }, function () {});
-    }
-  }
-
-  function acknowledge() {
-    var selected = option();
-    if (!selected) {
-      return;
-    }
-    el.ackButton.disabled = true;
-    api(
-      "/api/chat/models/" + encodeURIComponent(selected.value) + "/acknowledge",
-      json("POST", { notice_hash: selected.dataset.noticeHash || null })
-    ).then(
-      function () {
-        selected.dataset.needsAck = "no";
-        el.ackButton.disabled = false;
-        el.ack.hidden = true;
-        composerError("");
-        announce("Notice acknowledged. You can use " + selected.value + " now.");
-        el.input.focus();
-      },
-      function (error) {
-        el.ackButton.disabled = false;
-        el.ackStatus.textContent = "Could not record your acknowledgement: " + error.message;
-      }
-    );
   }
 
   // --- messages ---------------------------------------------------------------------------------
@@ -265,10 +162,10 @@
     state.messages = conversation.messages;
     el.title.textContent = conversation.title;
     document.title = conversation.title + " · " + siteName;
-    if (conversation.model && !selectModel(conversation.model)) {
+    if (conversation.model && !panel.selectModel(conversation.model)) {
       composerError("This conversation used " + conversation.model + ", which you cannot use now. Choose another model.");
     }
-    showModel();
+    panel.showModel();
     el.systemPrompt.value = conversation.system_prompt;
     el.temperature.value = conversation.temperature === null ? "" : conversation.temperature;
     el.maxTokens.value = conversation.max_tokens === null ? "" : conversation.max_tokens;
@@ -278,7 +175,7 @@
 
   function newChat(push) {
     if (state.stream) {
-      stop();
+      streamer.stop();
     }
     state.conversation = null;
     state.messages = [];
@@ -297,7 +194,7 @@
 
   function open(id, push) {
     if (state.stream) {
-      stop();
+      streamer.stop();
     }
     composerError("");
     return api("/api/chat/conversations/" + encodeURIComponent(id)).then(
@@ -359,7 +256,7 @@
       return Promise.resolve(state.conversation);
     }
     var body = {
-      model: modelName() || null,
+      model: panel.modelName() || null,
       system_prompt: state.settings.system_prompt,
       temperature: state.settings.temperature,
       max_tokens: state.settings.max_tokens,
@@ -372,244 +269,6 @@
       sidebar.setCurrent(conversation.id);
       return conversation;
     });
-  }
-
-  // --- streaming --------------------------------------------------------------------------------
-
-  function setStreaming(on) {
-    el.stop.hidden = !on;
-    el.send.disabled = on;
-    el.composer.classList.toggle("streaming", on);
-  }
-
-  function readEvents(response, onEvent) {
-    var reader = response.body.getReader();
-    var decoder = new TextDecoder();
-    var buffer = "";
-    function pump() {
-      return reader.read().then(function (chunk) {
-        if (chunk.done) {
-          return;
-        }
-        buffer += decoder.decode(chunk.value, { stream: true });
-        var end;
-        while ((end = buffer.indexOf("\n\n")) >= 0) {
-          var block = buffer.slice(0, end);
-          buffer = buffer.slice(end + 2);
-          var name = "message";
-          var data = "";
-          block.split("\n").forEach(function (line) {
-            if (line.indexOf("event: ") === 0) {
-              name = line.slice(7);
-            } else if (line.indexOf("data: ") === 0) {
-              data += line.slice(6);
-            }
-          });
-          if (data) {
-            onEvent(name, JSON.parse(data));
-          }
-        }
-        return pump();
-      });
-    }
-    return pump();
-  }
-
-  function streamingArticle() {
-    var node = document.createElement("article");
-    node.className = "message assistant streaming";
-    var heading = document.createElement("h2");
-    heading.className = "visually-hidden";
-    heading.textContent = "Answer from " + modelName();
-    var body = document.createElement("div");
-    body.className = "message-body markdown";
-    var waiting = document.createElement("p");
-    waiting.className = "typing";
-    waiting.textContent = "Waiting for " + modelName() + "…";
-    body.appendChild(waiting);
-    node.appendChild(heading);
-    node.appendChild(body);
-    return node;
-  }
-
-  // Starts an answer: `keep` messages of the shown branch stay (what follows is replaced), and
-  // `pending` (the text being sent) shows at once until the server confirms it as stored.
-  function stream(url, body, keep, pending) {
-    var controller = new AbortController();
-    var known = state.messages.map(function (m) {
-      return m.id;
-    });
-    state.messages = state.messages.slice(0, keep);
-    renderMessages();
-    if (el.empty.parentNode) {
-      el.empty.remove();
-    }
-    if (pending) {
-      var placeholder = view.article(
-        { id: "pending", role: "user", content: pending.content, attachments: pending.attachments, stopped: false },
-        null,
-        false
-      );
-      el.messages.appendChild(placeholder);
-    }
-    var node = streamingArticle();
-    el.messages.appendChild(node);
-    scrollDown(true);
-    var current = { controller: controller, text: "", node: node, body: node.querySelector(".message-body"), stopped: false, scheduled: false };
-    state.stream = current;
-    setStreaming(true);
-    announce("Generating an answer with " + modelName() + ".");
-
-    function paint() {
-      current.scheduled = false;
-      render.renderMarkdown(current.body, current.text);
-      scrollDown(false);
-    }
-
-    function onEvent(name, data) {
-      if (name === "user") {
-        var pendingNode = el.messages.querySelector('[data-id="pending"]');
-        state.messages.push(data.message);
-        var real = view.article(data.message, null, false); // its buttons come with the answer
-        if (pendingNode) {
-          pendingNode.replaceWith(real);
-        } else {
-          el.messages.insertBefore(real, node);
-        }
-        if (data.title) {
-          state.conversation.title = data.title;
-          el.title.textContent = data.title;
-          sidebar.upsert(state.conversation);
-        }
-      } else if (name === "delta") {
-        current.text += data.text;
-        if (!current.scheduled) {
-          current.scheduled = true;
-          window.requestAnimationFrame(paint);
-        }
-      } else if (name === "done" || name === "error") {
-        if (data.message) {
-          state.messages.push(data.message);
-        }
-        setBalance(data.balance);
-        finish();
-        if (name === "done") {
-          sidebar.upsert(state.conversation);
-          announce("Answer finished. " + data.message.content.slice(0, 1500));
-        } else {
-          showError(apiError(data.error.status, { error: data.error }), true);
-        }
-      }
-    }
-
-    function finish() {
-      state.stream = null;
-      setStreaming(false);
-      renderMessages();
-    }
-
-    window.lumen
-      .fetch(url, {
-        method: "POST",
-        headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
-        body: JSON.stringify(body),
-        signal: controller.signal,
-      })
-      .then(function (response) {
-        if (!response.ok) {
-          return response
-            .json()
-            .catch(function () {
-              return {};
-            })
-            .then(function (error) {
-              throw apiError(response.status, error);
-            });
-        }
-        return readEvents(response, onEvent);
-      })
-      .then(
-        function () {
-          if (state.stream === current) {
-            // The stream ended without its last event (a proxy cut it): show what the server kept.
-            finish();
-            reload();
-          }
-        },
-        function (error) {
-          if (current.stopped) {
-            afterStop(known, pending);
-            return;
-          }
-          if (state.stream !== current) {
-            return;
-          }
-          finish();
-          var failed = error.status === undefined ? apiError(0, null) : error;
-          // The message may have been stored before the refusal: show what the server has.
-          reload().then(function (conversation) {
-            var messages = conversation ? conversation.messages : [];
-            var last = messages[messages.length - 1];
-            if (!(last && last.role === "user" && known.indexOf(last.id) < 0)) {
-              restore(pending); // refused before it was stored: the text goes back to the box
-            }
-            showError(failed, true);
-          }, function () {
-            showError(failed, false);
-          });
-        }
-      );
-  }
-
-  function stop() {
-    var current = state.stream;
-    if (!current) {
-      return;
-    }
-    current.stopped = true;
-    state.stream = null;
-    setStreaming(false);
-    current.controller.abort();
-    current.node.classList.remove("streaming");
-    current.node.classList.add("stopped");
-    if (!current.text) {
-      current.body.textContent = "Stopped.";
-    }
-    announce("Stopped. The answer so far is kept.");
-    el.input.focus();
-  }
-
-  // The server stores a stopped answer once it notices the page went away: show it when it is there.
-  // (A message stopped before it reached the server was never stored: its text goes back to the box.)
-  function afterStop(known, pending) {
-    var tries = 0;
-    function check() {
-      tries++;
-      return api(conversationUrl()).then(function (conversation) {
-        var fresh = conversation.messages.filter(function (m) {
-          return known.indexOf(m.id) < 0;
-        });
-        var last = conversation.messages[conversation.messages.length - 1];
-        var stored = last && last.role === "assistant" && fresh.indexOf(last) >= 0;
-        var lost = pending && !fresh.length && tries >= 3;
-        if (stored || lost || tries >= 20) {
-          if (!state.stream && state.conversation && state.conversation.id === conversation.id) {
-            showConversation(conversation);
-            if (lost) {
-              restore(pending);
-            }
-            el.input.focus();
-          }
-          return;
-        }
-        return new Promise(function (resolve) {
-          setTimeout(resolve, 150 * tries);
-        }).then(check);
-      });
-    }
-    if (state.conversation) {
-      check().catch(function () {});
-    }
   }
 
   // --- sending, editing, regenerating -----------------------------------------------------------
@@ -639,11 +298,11 @@
       el.input.focus();
       return;
     }
-    if (!modelName()) {
+    if (!panel.modelName()) {
       composerError("Choose a model first.");
       return;
     }
-    if (needsAck()) {
+    if (panel.needsAck()) {
       composerError("Acknowledge the model's notice (above) before you send.");
       el.ack.hidden = false;
       el.ackButton.focus();
@@ -660,9 +319,9 @@
     renderAttachments();
     ensureConversation().then(
       function () {
-        stream(
+        streamer.stream(
           conversationUrl("/messages"),
-          { content: content, attachments: pending.attachments, model: modelName() },
+          { content: content, attachments: pending.attachments, model: panel.modelName() },
           state.messages.length,
           pending
         );
@@ -678,13 +337,18 @@
     if (state.stream || !state.conversation) {
       return;
     }
-    if (needsAck()) {
+    if (panel.needsAck()) {
       el.ack.hidden = false;
       el.ackButton.focus();
       return;
     }
     var keep = message.role === "user" ? index + 1 : index;
-    stream(conversationUrl("/messages/" + message.id + "/regenerate"), { model: modelName() }, keep, null);
+    streamer.stream(
+      conversationUrl("/messages/" + message.id + "/regenerate"),
+      { model: panel.modelName() },
+      keep,
+      null
+    );
   }
 
   function startEdit(node, message, index) {
@@ -749,15 +413,15 @@
         area.focus();
         return;
       }
-      if (needsAck()) {
+      if (panel.needsAck()) {
         el.ack.hidden = false;
         el.ackButton.focus();
         return;
       }
       var content = area.value;
-      stream(
+      streamer.stream(
         conversationUrl("/messages/" + message.id + "/edit"),
-        { content: content, model: modelName() },
+        { content: content, model: panel.modelName() },
         index,
         { content: content, attachments: message.attachments }
       );
@@ -811,8 +475,8 @@
       composerError("“" + file.name + "” is " + view.bytes(file.size) + "; the limit for " + limit[0] + " is " + view.bytes(limit[1]) + ".");
       return Promise.resolve();
     }
-    if (limit[0] === "images" && !takesImages()) {
-      composerError(modelName() + " does not take images. Choose a model that does, or attach text or a PDF.");
+    if (limit[0] === "images" && !panel.takesImages()) {
+      composerError(panel.modelName() + " does not take images. Choose a model that does, or attach text or a PDF.");
       return Promise.resolve();
     }
     composerError("Reading “" + file.name + "”…");
@@ -822,8 +486,8 @@
       body: file,
     }).then(
       function (attachment) {
-        if (attachment.kind === "image" && !takesImages()) {
-          composerError(modelName() + " does not take images. Choose a model that does, or attach text or a PDF.");
+        if (attachment.kind === "image" && !panel.takesImages()) {
+          composerError(panel.modelName() + " does not take images. Choose a model that does, or attach text or a PDF.");
           return;
         }
         state.attachments.push(attachment);
@@ -848,30 +512,7 @@
     return next();
   }
 
-  // --- settings and the phone layout -----------------------------------------------------------
-
-  function saveSettings(event) {
-    event.preventDefault();
-    var temperature = el.temperature.value === "" ? null : Number(el.temperature.value);
-    var maxTokens = el.maxTokens.value === "" ? null : Number(el.maxTokens.value);
-    var values = { system_prompt: el.systemPrompt.value, temperature: temperature, max_tokens: maxTokens };
-    if (!state.conversation) {
-      state.settings = values;
-      el.settingsStatus.textContent = "Saved for this new chat.";
-      return;
-    }
-    api(conversationUrl(), json("PATCH", values)).then(
-      function (conversation) {
-        state.conversation.system_prompt = conversation.system_prompt;
-        state.conversation.temperature = conversation.temperature;
-        state.conversation.max_tokens = conversation.max_tokens;
-        el.settingsStatus.textContent = "Saved.";
-      },
-      function (error) {
-        el.settingsStatus.textContent = "Not saved: " + error.message;
-      }
-    );
-  }
+  // --- the phone layout -------------------------------------------------------------------------
 
   function openSidebar() {
     app.classList.add("sidebar-open");
@@ -909,7 +550,7 @@
       }
       if (state.stream) {
         event.preventDefault();
-        stop();
+        streamer.stop();
       } else if (el.settings.open) {
         el.settings.open = false;
         el.settings.querySelector("summary").focus();
@@ -922,9 +563,9 @@
         el.settings.open = false;
       }
     });
-    el.stop.addEventListener("click", stop);
-    el.model.addEventListener("change", onModelChange);
-    el.ackButton.addEventListener("click", acknowledge);
+    el.stop.addEventListener("click", streamer.stop);
+    el.model.addEventListener("change", panel.onModelChange);
+    el.ackButton.addEventListener("click", panel.acknowledge);
     el.attach.addEventListener("click", function () {
       el.fileInput.click();
     });
@@ -943,7 +584,7 @@
         uploadAll(event.dataTransfer.files);
       }
     });
-    el.settingsForm.addEventListener("submit", saveSettings);
+    el.settingsForm.addEventListener("submit", panel.saveSettings);
     el.sidebarOpen.addEventListener("click", openSidebar);
     el.sidebarClose.addEventListener("click", function () {
       closeSidebar(true);
@@ -971,6 +612,8 @@
     render = window.lumenChatRender;
     view = window.lumenChatMessages;
     sidebar = window.lumenChatSidebar;
+    panel = window.lumenChatSettings;
+    streamer = window.lumenChatStream;
     app = document.getElementById("chat-app");
     if (!app) {
       return;
@@ -996,16 +639,30 @@
       pdf: Number(data.pdfBytes),
       image: Number(data.imageBytes),
     };
-    var remembered = null;
-    try {
-      remembered = window.localStorage.getItem(MODEL_KEY);
-    } catch (e) {
-      remembered = null;
-    }
-    if (remembered) {
-      selectModel(remembered);
-    }
-    showModel();
+    var chat = {
+      el: el,
+      state: state,
+      render: render,
+      view: view,
+      sidebar: sidebar,
+      api: api,
+      apiError: apiError,
+      json: json,
+      conversationUrl: conversationUrl,
+      announce: announce,
+      setBalance: setBalance,
+      composerError: composerError,
+      modelName: panel.modelName,
+      renderMessages: renderMessages,
+      scrollDown: scrollDown,
+      showError: showError,
+      reload: reload,
+      showConversation: showConversation,
+      restore: restore,
+    };
+    panel.init(chat);
+    streamer.init(chat);
+    panel.restoreModel();
     bind();
     var id = data.conversationId;
     sidebar.init({
