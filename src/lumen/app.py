@@ -213,8 +213,15 @@ def pool_store(settings: Settings) -> PoolStore:
 async def _expire_access(state: AppState) -> None:
     """Drops the cached access decisions and rate-limit overrides as often as the cached keys
     expire: the bound for changes that did not arrive by push."""
+    loop = asyncio.get_running_loop()
+    dropped_at = loop.time()
     while True:
-        await asyncio.sleep(max(state.cache_seconds(), 0.05))
+        # Wakes at the short interval even while changes arrive by push, so that when the
+        # channel is lost the short bound applies at once, not after a long sleep.
+        await asyncio.sleep(max(state.settings.server.auth_cache_seconds, 0.05))
+        if loop.time() - dropped_at < state.cache_seconds():
+            continue
+        dropped_at = loop.time()
         state.access.invalidate()
         try:
             await state.gate.reload_limit_overrides(state.engine)
