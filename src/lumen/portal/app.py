@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Match
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lumen.api.errors import error_response, invalid_request
 from lumen.errors import CsrfFailed, LoginRequired, LumenError, NotFound, PermissionDenied
@@ -234,18 +234,20 @@ class Portal:
     # -- the ASGI app -----------------------------------------------------------------------------
 
     def route(self) -> BaseRoute:
-        return PortalRoute(self.app)
+        # The security headers wrap everything the portal answers, its plain 500 included (that
+        # one is sent by FastAPI's outermost middleware, outside any middleware added to it).
+        secured = SecurityHeaders(
+            self.app,
+            csp=lambda: content_security_policy(self.settings),
+            hsts=lambda: self.secure() and self.state.settings.public_url.startswith("https://"),
+        )
+        return PortalRoute(self.app, secured)
 
     def _build(self) -> FastAPI:
         app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
         app.state.portal = self
         for router in ROUTERS:
             app.include_router(router, dependencies=[Depends(deps.csrf_protect)])
-        app.add_middleware(
-            SecurityHeaders,
-            csp=lambda: content_security_policy(self.settings),
-            hsts=lambda: self.secure() and self.state.settings.public_url.startswith("https://"),
-        )
         app.add_exception_handler(LumenError, self._error)
         app.add_exception_handler(HTTPException, self._http_error)
         app.add_exception_handler(RequestValidationError, self._invalid)
@@ -299,8 +301,9 @@ class PortalRoute(BaseRoute):
     or the operations routes is never the portal's, so unknown API URLs keep their JSON 404
     and a wrong method on an API route its 405."""
 
-    def __init__(self, app: FastAPI) -> None:
+    def __init__(self, app: FastAPI, handler: ASGIApp) -> None:
         self.app = app
+        self._handler = handler
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         if scope["type"] != "http":
@@ -315,4 +318,17 @@ class PortalRoute(BaseRoute):
         return Match.FULL, {}
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.app(scope, receive, send)
+        if scope["method"] != "HEAD":
+            await self._handler(scope, receive, send)
+            return
+
+        # HEAD is GET without the body (RFC 9110), for link checkers and monitoring probes;
+        # FastAPI routes declared with GET would answer it 405.
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self._handler({**scope, "method": "GET"}, receive, headers_only)
