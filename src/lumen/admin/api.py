@@ -37,10 +37,9 @@ from lumen.admin.protocol import (
     UserUpdate,
 )
 from lumen.api.errors import error_response, handle_http_exception, handle_lumen_error, invalid_request
-from lumen.billing.audit import audit, audit_redis
+from lumen.billing.audit import audit_all
 from lumen.billing.config import coins_to_micro
 from lumen.billing.pools import PoolOverrides, PoolParams
-from lumen.billing.redis_store import redis_client
 from lumen.changes import Change
 from lumen.errors import InvalidRequest, LumenError, PermissionDenied
 from lumen.identity import store
@@ -333,18 +332,14 @@ def build_admin_api(get_state: Callable[[], AppState], session_auth: SessionAuth
         """`lumen audit`: every balance against its ledger; with Redis, every live balance too."""
         state = get_state()
         await state.gate.bank.flush()
-        found: list[object] = list(await audit(engine()))
-        outbox = None
         redis_url = state.settings.server.redis_url
-        if redis_url is not None:
-            client = redis_client(redis_url.get_secret_value())
-            try:
-                prefix = state.settings.server.redis_prefix + "coins:"
-                live = await audit_redis(engine(), client, prefix=prefix)
-            finally:
-                await client.aclose()
-            found.extend(live.discrepancies)
-            outbox = live.outbox
+        result = await audit_all(
+            engine(),
+            redis_url=redis_url.get_secret_value() if redis_url is not None else None,
+            redis_prefix=state.settings.server.redis_prefix,
+        )
+        found = result.discrepancies
+        outbox = result.live.outbox if result.live is not None else None
         return {"ok": not found, "discrepancies": [str(d) for d in found], "outbox": outbox}
 
     @app.get("/audit-log", response_model=list[AuditEntryPublic])

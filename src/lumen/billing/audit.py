@@ -207,3 +207,27 @@ async def _ids_in_ledger(conn: AsyncConnection, ids: list[str]) -> set[str]:
         query = select(coin_ledger.c.movement_id).where(coin_ledger.c.movement_id.in_(ids[i : i + _CHUNK]))
         written.update(str(m) for m in (await conn.execute(query)).scalars())
     return written
+
+
+@dataclass(frozen=True)
+class FullAudit:
+    """`lumen audit` and `GET /api/admin/audit`: the ledger, and with Redis the live balances."""
+
+    discrepancies: list[object]
+    live: RedisAudit | None  # None without Redis
+
+
+async def audit_all(engine: AsyncEngine, *, redis_url: str | None, redis_prefix: str) -> FullAudit:
+    """Every balance against its ledger; with Redis (`redis_url`), every live balance too, under
+    the pool store's keys (`redis_prefix` + "coins:")."""
+    from lumen.billing.redis_store import redis_client
+
+    found: list[object] = list(await audit(engine))
+    if redis_url is None:
+        return FullAudit(found, None)
+    client = redis_client(redis_url)
+    try:
+        live = await audit_redis(engine, client, prefix=redis_prefix + "coins:")
+    finally:
+        await client.aclose()
+    return FullAudit([*found, *live.discrepancies], live)

@@ -8,18 +8,22 @@ while it runs.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import click
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from lumen.billing.pools import NO_OVERRIDES
+from lumen.billing.pools import NO_OVERRIDES, PoolParams
 from lumen.billing.store import PoolView
 from lumen.cli.common import config_option, data_dir_option, echo_table, load, with_database
 from lumen.settings import Settings
 from lumen.usage.queries import StoredUsageRecord
+
+if TYPE_CHECKING:
+    from lumen.billing.bank import CoinBank
 
 
 def _principal_option(function: click.decorators.FC) -> click.decorators.FC:
@@ -57,12 +61,15 @@ def _describe(view: PoolView) -> str:
     return f"balance {_coins(view.balance_micro)} coins, reserved {_coins(view.reserved_micro)}; {terms}"
 
 
-def _run(
-    settings: Settings, user_email: str | None, project_name: str | None, action: str, amount: Decimal | None
-) -> str:
+PoolOp = Callable[["CoinBank", str, PoolParams], Awaitable[PoolView]]
+
+
+def _on_pool(settings: Settings, user_email: str | None, project_name: str | None, op: PoolOp) -> str:
+    """Runs `op` on the pool of the user or project, through a bank like the server's (every
+    movement a ledger row), and describes the pool after it."""
     from lumen.app import pool_store
     from lumen.billing.bank import CoinBank
-    from lumen.billing.config import coins_to_micro, pool_resolver
+    from lumen.billing.config import pool_resolver
 
     if (user_email is None) == (project_name is None):
         raise click.UsageError("give exactly one of --user or --project")
@@ -73,19 +80,30 @@ def _run(
         bank = CoinBank.from_settings(settings.billing, pool_store(settings), engine)
         await bank.start()
         try:
-            micro = coins_to_micro(amount) if amount is not None else 0
-            if action == "grant":
-                await bank.grant(principal, micro, params=params, actor="cli")
-            elif action == "set":
-                await bank.set_balance(principal, micro, params=params, actor="cli")
-            elif action == "reset":
-                await bank.reset(principal, params=params, actor="cli")
-            view = await bank.balance(principal, params=params)
+            view = await op(bank, principal, params)
         finally:
             await bank.aclose()
         return f"{principal}: {_describe(view)}"
 
     return with_database(settings, work)
+
+
+def _run(
+    settings: Settings, user_email: str | None, project_name: str | None, action: str, amount: Decimal | None
+) -> str:
+    from lumen.billing.config import coins_to_micro
+
+    async def op(bank: CoinBank, principal: str, params: PoolParams) -> PoolView:
+        micro = coins_to_micro(amount) if amount is not None else 0
+        if action == "grant":
+            await bank.grant(principal, micro, params=params, actor="cli")
+        elif action == "set":
+            await bank.set_balance(principal, micro, params=params, actor="cli")
+        elif action == "reset":
+            await bank.reset(principal, params=params, actor="cli")
+        return await bank.balance(principal, params=params)
+
+    return _on_pool(settings, user_email, project_name, op)
 
 
 @click.group()
@@ -173,9 +191,7 @@ def coins_settings(
 ) -> None:
     """Set a user's or project's own pool settings; what is left out is inherited from its groups
     and the default. The whole set is replaced: give every setting the pool should keep."""
-    from lumen.app import pool_store
-    from lumen.billing.bank import CoinBank
-    from lumen.billing.config import coins_to_micro, pool_resolver
+    from lumen.billing.config import coins_to_micro
     from lumen.billing.pools import PoolOverrides, PoolStateName
 
     given = (state, max_, refresh, starting)
@@ -200,18 +216,10 @@ def coins_settings(
         starting_micro=micro(starting, "--starting"),
     )
 
-    async def work(engine: AsyncEngine) -> str:
-        principal, groups = await _principal(engine, settings, user_email, project_name)
-        params = pool_resolver(settings.billing, {g.name: g.pool for g in settings.groups}).inherited(groups)
-        bank = CoinBank.from_settings(settings.billing, pool_store(settings), engine)
-        await bank.start()
-        try:
-            view = await bank.set_pool_settings(principal, overrides, params=params)
-        finally:
-            await bank.aclose()
-        return f"{principal}: {_describe(view)}"
+    async def op(bank: CoinBank, principal: str, params: PoolParams) -> PoolView:
+        return await bank.set_pool_settings(principal, overrides, params=params)
 
-    click.echo(with_database(settings, work))
+    click.echo(_on_pool(settings, user_email, project_name, op))
 
 
 @click.command("audit")
@@ -220,23 +228,21 @@ def coins_settings(
 def audit_command(config: Path | None, data_dir: Path | None) -> None:
     """Recompute every balance from the ledger; exit non-zero on any difference. With Redis, also
     compare each live balance with the database (the movements still in the outbox counted)."""
-    from lumen.billing.audit import audit, audit_redis
-    from lumen.billing.redis_store import redis_client
+    from lumen.billing.audit import audit_all
 
     settings = load(config, **{"server.data_dir": data_dir})
     redis_url = settings.server.redis_url
 
     async def work(engine: AsyncEngine) -> list[object]:
-        found: list[object] = list(await audit(engine))
-        if redis_url is not None:
-            client = redis_client(redis_url.get_secret_value())
-            try:
-                live = await audit_redis(engine, client, prefix=settings.server.redis_prefix + "coins:")
-            finally:
-                await client.aclose()
+        result = await audit_all(
+            engine,
+            redis_url=redis_url.get_secret_value() if redis_url is not None else None,
+            redis_prefix=settings.server.redis_prefix,
+        )
+        if result.live is not None:
+            live = result.live
             click.echo(f"audit: {live.pools} pools in Redis, {live.outbox} movements in the ledger outbox")
-            found.extend(live.discrepancies)
-        return found
+        return result.discrepancies
 
     found = with_database(settings, work)
     if found:
