@@ -22,14 +22,14 @@ from lumen.access.resolver import AccessResolver
 from lumen.admin.api import build_admin_api
 from lumen.api import v1
 from lumen.api.errors import handle_http_exception, handle_lumen_error, handle_unexpected
-from lumen.api.gate import Gate
-from lumen.api.proxy import Proxy
 from lumen.billing.bank import CoinBank
 from lumen.billing.memory import MemoryPoolStore
 from lumen.billing.redis_store import RedisPoolStore, redis_client
 from lumen.billing.store import PoolStore
 from lumen.changes import Change, ChangeBus
 from lumen.errors import LumenError
+from lumen.gateway.admission import Gate
+from lumen.gateway.pipeline import Pipeline
 from lumen.identity.auth import KeyAuthenticator
 from lumen.identity.secret import load_or_create_secret
 from lumen.identity.setup import FirstStart, prepare_identity
@@ -157,11 +157,20 @@ async def _start(
     configure_access(access, settings)
     await access.load()
     metrics_of_state = Metrics(lambda: state)
+    gate = Gate(Limiter.from_settings(limiter_settings(settings)), access, bank, lambda: state.settings)
     state = AppState(
         settings=settings,
         registry=registry,
-        proxy=Proxy(registry, lambda: state.settings, recorder, metrics_of_state.observe),
-        gate=Gate(Limiter.from_settings(limiter_settings(settings)), access, bank, lambda: state.settings),
+        pipeline=Pipeline(
+            registry=registry,
+            settings=lambda: state.settings,
+            gate=gate,
+            bank=bank,
+            recorder=recorder,
+            observe=metrics_of_state.observe,
+        ),
+        gate=gate,
+        bank=bank,
         access=access,
         metrics=metrics_of_state,
         authenticator=KeyAuthenticator(
@@ -241,7 +250,9 @@ async def _flush_key_use(state: AppState) -> None:
 
 async def _stop(state: AppState) -> None:
     await state.changes.aclose()
+    await state.pipeline.aclose()
     await state.gate.aclose()
+    await state.bank.aclose()
     await state.recorder.aclose()
     backends = {id(e.backend): e.backend for e in state.registry.endpoints()}
     for backend in backends.values():

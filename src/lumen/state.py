@@ -13,9 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 
 from lumen.access.resolver import AccessResolver
-from lumen.api.gate import Gate
-from lumen.api.proxy import Proxy
+from lumen.billing.bank import CoinBank
 from lumen.changes import Change, ChangeBus
+from lumen.gateway.admission import Gate
+from lumen.gateway.pipeline import Pipeline
 from lumen.identity.auth import KeyAuthenticator
 from lumen.identity.principal import Principal
 from lumen.ops.metrics import Metrics
@@ -30,8 +31,10 @@ log = logging.getLogger(__name__)
 class AppState:
     settings: Settings
     registry: Registry
-    proxy: Proxy
+    pipeline: Pipeline
+    """Every model call goes through it (admission, lease, relay, settlement)."""
     gate: Gate
+    bank: CoinBank
     access: AccessResolver
     metrics: Metrics
     authenticator: KeyAuthenticator
@@ -55,7 +58,7 @@ class AppState:
         self.settings = settings
         configure_access(self.access, settings)
         self.authenticator.invalidate()  # principals carry their groups and admin flag
-        self.gate.bank.configure(settings.billing)
+        self.bank.configure(settings.billing)
         for backend in retired:
             await backend.aclose()
         log.info("config reloaded: %d models", len(settings.models))

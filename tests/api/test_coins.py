@@ -34,11 +34,11 @@ def _ledger_and_balance(lumen: RunningLumen) -> tuple[int, Any, list[Any]]:
     from lumen.usage.queries import recent_usage
 
     lumen.run(lumen.state.recorder.flush())
-    lumen.run(lumen.state.gate.bank.flush())
+    lumen.run(lumen.state.bank.flush())
     rows = lumen.run(recent_usage(engine=lumen.state.engine, limit=1000))
     principal = rows[0].principal
     params = lumen.state.gate.pool_params(())
-    view = lumen.run(lumen.state.gate.bank.balance(principal, params=params))
+    view = lumen.run(lumen.state.bank.balance(principal, params=params))
     return sum(r.cost_micro for r in rows), view, lumen.run(audit(lumen.state.engine))
 
 
@@ -99,9 +99,9 @@ def test_a_stream_cut_by_the_client_is_billed_for_what_was_generated(tmp_path: P
 
             time.sleep(0.05)
         assert row is not None
-        lumen.run(lumen.state.gate.bank.flush())
+        lumen.run(lumen.state.bank.flush())
         view = lumen.run(
-            lumen.state.gate.bank.balance(row.principal, params=lumen.state.gate.pool_params(()))
+            lumen.state.bank.balance(row.principal, params=lumen.state.gate.pool_params(()))
         )
         from lumen.billing.audit import audit
 

@@ -1,4 +1,5 @@
-"""SSEResponse and the relay when the client leaves before the first chunk is sent."""
+"""SSEResponse and the relay when the client leaves before the first chunk is sent (the pipeline's
+own abandonment and settlement are tested in tests/gateway)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from collections.abc import AsyncIterator
 
 from starlette.types import Message
 
-from lumen.api.relay import StreamOutcome, StreamRelay
 from lumen.api.sse import SSEResponse
+from lumen.gateway.relay import StreamOutcome, StreamRelay
 from lumen.settings import EndpointSettings
 from lumen.upstream.endpoint import Endpoint
 from lumen.upstream.local.echo import EchoBackend
@@ -56,6 +57,9 @@ def relay_over(upstream: Upstream, closed: list[StreamOutcome]) -> StreamRelay:
     async def no_reopen(error: object) -> None:
         return None
 
+    async def settle(outcome: StreamOutcome) -> None:
+        closed.append(outcome)
+
     return StreamRelay(
         endpoint=endpoint,
         stream=upstream,
@@ -63,18 +67,19 @@ def relay_over(upstream: Upstream, closed: list[StreamOutcome]) -> StreamRelay:
         model_name="m",
         include_usage=False,
         prompt_estimate=3,
+        max_completion=100,
         keepalive_interval=15.0,
         reopen=no_reopen,
-        on_close=lambda ep, outcome: closed.append(outcome),
+        settle=settle,
     )
 
 
-async def test_a_client_leaving_before_the_first_chunk_still_closes_the_upstream_and_settles() -> None:
+async def test_a_client_leaving_before_the_first_chunk_still_closes_the_upstream() -> None:
     upstream, closed = Upstream(), []
     relay = relay_over(upstream, closed)
     await leave_during_the_response_start(SSEResponse(relay.events(), on_abandon=relay.abandon))
     assert upstream.closed == 1
-    assert len(closed) == 1 and closed[0].cancelled  # billed (nothing generated) and released
+    assert relay.outcome.cancelled and closed == []  # the pipeline settles it (tests/gateway)
 
 
 async def test_without_the_abandon_hook_an_unstarted_stream_releases_nothing() -> None:
@@ -82,7 +87,7 @@ async def test_without_the_abandon_hook_an_unstarted_stream_releases_nothing() -
     upstream, closed = Upstream(), []
     relay = relay_over(upstream, closed)
     await leave_during_the_response_start(SSEResponse(relay.events()))
-    assert upstream.closed == 0 and closed == []
+    assert upstream.closed == 0
 
 
 async def test_a_finished_stream_is_closed_once() -> None:

@@ -204,6 +204,9 @@ class FakeUpstream:
                     self.events.append("cancelled")
                     return
                 if self.mode == "reset" and index == 2:
+                    # Mid-stream: after the first chunks have had time to reach the reader (a
+                    # reader that sees the reset first loses what was buffered before it).
+                    await asyncio.sleep(0.2)
                     self.events.append("reset")
                     raise ConnectionResetError("fake reset")
                 if self.mode == "malformed_sse" and index == 1:

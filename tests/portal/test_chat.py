@@ -281,7 +281,7 @@ def test_a_stopped_answer_is_kept_and_billed_for_what_was_generated(
     # Billed exactly for the text that was generated (one micro-coin per output token).
     assert record.completion_tokens == text_tokens(answer["content"]) == answer["completion_tokens"]
     assert record.cost_micro == record.completion_tokens == Decimal(answer["cost"]) * 1_000_000
-    bank = lumen.state.gate.bank
+    bank = lumen.state.bank
     lumen.run(bank.flush())
     view = lumen.run(bank.balance(person.principal, params=lumen.state.gate.pool_params(())))
     assert view.reserved_micro == 0 and view.balance_micro == 100_000_000 - record.cost_micro
@@ -313,7 +313,7 @@ def test_stop_before_the_first_token_cancels_the_upstream(
     assert answer["stopped"] and answer["content"] == "" and answer["completion_tokens"] == 0
     [record] = usage(lumen, person)
     assert record.status == 499 and record.ttft_ms is None and record.cost_micro == 0
-    view = lumen.run(lumen.state.gate.bank.balance(person.principal, params=lumen.state.gate.pool_params(())))
+    view = lumen.run(lumen.state.bank.balance(person.principal, params=lumen.state.gate.pool_params(())))
     assert view.reserved_micro == 0
 
 

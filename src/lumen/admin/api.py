@@ -250,7 +250,7 @@ def build_admin_api(get_state: Callable[[], AppState], session_auth: SessionAuth
         return principal, get_state().gate.pool_params(groups)
 
     async def pool_public(principal: str, params: PoolParams) -> PoolPublic:
-        view = await get_state().gate.bank.balance(principal, params=params)
+        view = await get_state().bank.balance(principal, params=params)
         return PoolPublic(
             principal=principal,
             balance=_coins(view.balance_micro),
@@ -267,7 +267,7 @@ def build_admin_api(get_state: Callable[[], AppState], session_auth: SessionAuth
         principal: Admin, action: Literal["grant", "set", "reset"], body: CoinChange
     ) -> PoolPublic:
         owner, params = await pool_of(body.user_id, body.project_id)
-        bank = get_state().gate.bank
+        bank = get_state().bank
         if action == "reset":
             await bank.reset(owner, params=params, actor=principal.id, note=body.note)
         else:
@@ -301,7 +301,7 @@ def build_admin_api(get_state: Callable[[], AppState], session_auth: SessionAuth
             refresh_micro=micro(body.refresh),
             starting_micro=micro(body.starting),
         )
-        await get_state().gate.bank.set_pool_settings(owner, overrides, params=params)
+        await get_state().bank.set_pool_settings(owner, overrides, params=params)
         await audited(principal, "coins.settings", owner, body.model_dump(mode="json"))
         return await pool_public(owner, params)
 
@@ -331,7 +331,7 @@ def build_admin_api(get_state: Callable[[], AppState], session_auth: SessionAuth
     async def audit_ledger(_: Admin) -> dict[str, object]:
         """`lumen audit`: every balance against its ledger; with Redis, every live balance too."""
         state = get_state()
-        await state.gate.bank.flush()
+        await state.bank.flush()
         redis_url = state.settings.server.redis_url
         result = await audit_all(
             engine(),

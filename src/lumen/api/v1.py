@@ -18,18 +18,21 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from lumen.api.body import read_json_object
+from lumen.api.disconnect import ClientDisconnected, until_disconnect
 from lumen.api.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, validate
-from lumen.api.proxy import Call, model_card
+from lumen.api.sse import SSEResponse
 from lumen.billing.estimate import chat_prompt_tokens, prompt_tokens
 from lumen.errors import LumenError, ModelNotFound, PermissionDenied
+from lumen.gateway.pipeline import Call
 from lumen.identity import store as identity_store
 from lumen.identity.groups import project_groups
+from lumen.settings import ModelSettings
 from lumen.state import app_state
 from lumen.upstream.base import Operation
 
 
-def _json(data: Any) -> Response:
-    return Response(orjson.dumps(data), media_type="application/json")
+def _json(data: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(data), media_type="application/json", headers=headers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,42 +54,52 @@ async def _handle(request: Request, surface: _Surface) -> Response:
     state = app_state(request)
     principal = await state.authenticate(request.headers.get("authorization"))
     request_id: str = request.state.request_id
+    pipeline = state.pipeline
     body: dict[str, Any] = {}
     try:
         body = await read_json_object(request, state.settings.server.max_body_bytes)
         checked = validate(surface.protocol, body)
-        stream = bool(getattr(checked, "stream", False))
-        options = getattr(checked, "stream_options", None)
-        call = Call(
-            op=surface.op,
-            model=state.proxy.resolve(checked.model, surface.op),
-            body=body,
-            principal=principal,
+        model = pipeline.resolve(checked.model, surface.op)
+        spec = pipeline.spec(surface.op, model, body, prompt_estimate=surface.prompt_estimate(body))
+    except LumenError as exc:
+        # Refused before any call existed: still one usage record (401s are not: without a key
+        # there is nobody to attribute them to, and anyone could fill the table with them).
+        name = body.get("model")
+        pipeline.record_refusal(
+            principal,
             request_id=request_id,
-            prompt_estimate=surface.prompt_estimate(body),
-            include_usage=bool(options and options.include_usage),
+            op=surface.op,
+            model=name if isinstance(name, str) else "",
+            error=exc,
             started=started,
         )
-        call.gate_pass = await state.gate.admit(
-            principal,
-            call.model,
-            op=surface.op,
-            prompt_estimate=call.prompt_estimate,
-            body=body,
-            request_id=request_id,
-        )
-    except LumenError as exc:
-        # Refused before any backend was asked: still one usage record (401s are not: without a
-        # key there is nobody to attribute them to, and anyone could fill the table with them).
-        model = body.get("model")
-        model_name = model if isinstance(model, str) else ""
-        state.proxy.record_refusal(principal, request_id, surface.op, model_name, exc, started)
         if "x-ratelimit-limit-requests" not in exc.headers:
-            exc.headers.update(await state.gate.peek_headers(principal, model_name or None))
+            exc.headers.update(
+                await state.gate.peek_headers(principal, name if isinstance(name, str) else None)
+            )
         raise
-    if stream:
-        return await state.proxy.stream(call)
-    return await state.proxy.unary(call)
+    call = pipeline.call(spec, principal, request_id=request_id, started=started)
+    await call.admit()
+    try:
+        if spec.stream:
+            events = await until_disconnect(request, call.stream())
+            return SSEResponse(events, headers=call.headers, on_abandon=call.aclose)
+        return await until_disconnect(request, _unary(call))
+    except ClientDisconnected:
+        return Response(status_code=499)
+    except LumenError as exc:
+        exc.headers.update(call.headers)
+        raise
+
+
+async def _unary(call: Call) -> Response:
+    try:
+        result = await call.unary()
+    except BaseException as exc:
+        await call.aclose(exc)
+        raise
+    await call.aclose()  # settled before the answer is sent
+    return _json(result, call.headers)
 
 
 async def chat_completions(request: Request) -> Response:
@@ -174,3 +187,29 @@ def routes() -> list[BaseRoute]:
         Route("/v1/models/{model_id:path}/acknowledge", acknowledge_model, methods=["POST"]),
         Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
     ]
+
+
+def model_card(model: ModelSettings) -> dict[str, Any]:
+    """The `/v1/models` entry: the spec's fields plus Lumen's extensions."""
+    caps = model.capabilities
+    return {
+        "id": model.name,
+        "object": "model",
+        "created": 0,
+        "owned_by": model.owned_by,
+        "description": model.description,
+        "kind": model.kind,
+        "max_model_len": caps.context_window,
+        "context_window": caps.context_window,
+        "max_output_tokens": caps.max_output_tokens,
+        "capabilities": {
+            "modalities": list(caps.modalities),
+            "tools": caps.tools,
+            "reasoning": caps.reasoning,
+        },
+        "pricing": {
+            "unit": "coins per million tokens",
+            "input": model.price.input,
+            "output": model.price.output,
+        },
+    }

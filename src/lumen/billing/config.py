@@ -76,6 +76,9 @@ class BillingSettings(ConfigSection):
     """Seconds after which an unsettled reservation (a crashed process's) is released."""
     flush_interval: float = Field(default=0.5, gt=0)
     """Seconds between batched writes of ledger rows to the database."""
+    min_output_tokens: int = Field(default=32, ge=1)
+    """Hard mode: a pool that cannot pay for a request's output cap admits it with the cap lowered
+    to what it can pay, down to this many tokens; below, the request is refused."""
 
 
 def pool_resolver(billing: BillingSettings, group_pools: Mapping[str, PoolSettings | None]) -> PoolResolver:

@@ -112,3 +112,12 @@ def worst_case_micro(
         n=n,
     )
     return cost_micro(price, prompt_tokens, completion, audio_seconds)
+
+
+def affordable_completion(price: PriceLike, prompt_tokens: int, budget_micro: int) -> int | None:
+    """The most completion tokens `budget_micro` pays for beside the prompt (None: output is free)."""
+    per_token = _exact(price.output)
+    if per_token == 0:
+        return None
+    left = budget_micro - _exact(price.input) * prompt_tokens
+    return max(math.floor(left / per_token), 0)

@@ -73,7 +73,7 @@ class Metrics:
 
     async def refresh(self, state: AppState) -> None:
         """Reads, before a scrape, the values that need I/O (a collector cannot await)."""
-        bank = state.gate.bank
+        bank = state.bank
         if bank.outbox is None:
             self._live.coin_backlog = bank.ledger.pending
             return
@@ -133,15 +133,15 @@ class _LiveState(Collector):
         )
         dropped.add_metric([], float(recorder.dropped))
         yield dropped
-        gate = state.gate
+        pipeline = state.pipeline
         holding = GaugeMetricFamily(
             "lumen_requests_holding",
             "Admitted requests holding a rate-limit admission and coin reservations in this process.",
         )
-        holding.add_metric([], float(gate.holding))
+        holding.add_metric([], float(pipeline.holding))
         yield holding
         settling = GaugeMetricFamily("lumen_settlements_pending", "Settlements started and not finished.")
-        settling.add_metric([], float(gate.settling))
+        settling.add_metric([], float(pipeline.settling))
         yield settling
         coins = GaugeMetricFamily(
             "lumen_coin_movements_pending",

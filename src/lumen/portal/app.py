@@ -219,7 +219,7 @@ class Portal:
 
     async def balance(self, principal: Principal) -> Balance:
         gate = self.state.gate
-        view = await gate.bank.balance(principal.id, params=gate.pool_params(principal.groups))
+        view = await self.state.bank.balance(principal.id, params=gate.pool_params(principal.groups))
         params = view.params
         return Balance(params.state, view.available_micro, params.max_micro, params.refresh_micro)
 

@@ -1,9 +1,9 @@
 """The chat page's streaming answers, through the same path as `POST /v1/chat/completions`.
 
 A send stores the user's message, then runs the model with the user's principal and source
-"chat": `Gate.admit` (access, rate limits, coin reservation) and `Proxy.stream` (endpoint choice,
-failover, relay, usage record). Refusals before the stream are HTTP errors in the OpenAI envelope;
-the message stays stored and the page offers to retry. A client that goes away (the page's Stop
+"chat": the call pipeline (`lumen.gateway.pipeline`: access, coins, rate limits, endpoint
+choice, failover, relay, settlement and usage record). Refusals before the stream are HTTP errors
+in the OpenAI envelope; the message stays stored and the page offers to retry. A client that goes away (the page's Stop
 aborts its fetch) cancels the upstream through the same disconnect-aware SSE response as /v1; the
 partial answer is stored with ``stopped=True`` and the tokens and coins that were billed for it.
 
@@ -29,16 +29,15 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 
 from lumen.api.body import read_json_object
-from lumen.api.gate import Pass
-from lumen.api.proxy import Call
-from lumen.api.relay import KEEPALIVE
 from lumen.api.sse import SSEResponse
 from lumen.billing.estimate import chat_prompt_tokens
 from lumen.chat import checks, store
 from lumen.chat.api import message_public
 from lumen.chat.records import AnswerStats, AttachmentMeta, Conversation, Message, NewMessage
 from lumen.chat.store import DEFAULT_TITLE
-from lumen.errors import InvalidRequest, LumenError, PayloadTooLarge
+from lumen.errors import InvalidRequest, PayloadTooLarge
+from lumen.gateway.pipeline import Call
+from lumen.gateway.relay import KEEPALIVE
 from lumen.identity.principal import Principal
 from lumen.portal.chat_protocol import AttachmentIn, EditBody, RegenerateBody, SendBody
 from lumen.portal.chat_wire import event, openai_messages, read_relayed
@@ -187,14 +186,12 @@ async def _answer(ctx: Context, turn: _Turn) -> SSEResponse:
     if turn.conversation.max_tokens is not None:
         body["max_tokens"] = turn.conversation.max_tokens
     records: list[UsageRecord] = []
-    call = Call(
-        op=OP,
-        model=turn.model,
-        body=body,
-        principal=ctx.principal,
+    pipeline = state.pipeline
+    spec = pipeline.spec(OP, turn.model, body, prompt_estimate=chat_prompt_tokens(messages))
+    call = pipeline.call(
+        spec,
+        ctx.principal,
         request_id=ctx.request_id,
-        prompt_estimate=chat_prompt_tokens(messages),
-        include_usage=True,
         source="chat",
         started=ctx.started,
         on_record=records.append,
@@ -203,23 +200,10 @@ async def _answer(ctx: Context, turn: _Turn) -> SSEResponse:
     if turn.announce:
         shown = await _shown(ctx, turn.conversation.id, turn.question.id)
         announce = event("user", {"message": shown, "title": turn.conversation.title})
-    try:
-        call.gate_pass = await state.gate.admit(
-            ctx.principal,
-            turn.model,
-            op=OP,
-            prompt_estimate=call.prompt_estimate,
-            body=body,
-            request_id=ctx.request_id,
-        )
-    except LumenError as exc:
-        state.proxy.record_refusal(
-            ctx.principal, ctx.request_id, OP, turn.model.name, exc, ctx.started, source="chat"
-        )
-        raise
-    relayed = await state.proxy.stream(call)  # a backend that cannot answer raises here, recorded
-    events = _events(ctx, turn, relayed.stream, records, call.gate_pass, announce)
-    response = SSEResponse(events, headers=call.headers, on_abandon=relayed.on_abandon)
+    await call.admit()  # a refusal is recorded and raised as an HTTP error
+    relayed = await call.stream()  # so is a backend that cannot answer at once
+    events = _events(ctx, turn, relayed, records, call, announce)
+    response = SSEResponse(events, headers=call.headers, on_abandon=call.aclose)
     # FastAPI hands a returned response its (here empty) background tasks through this attribute,
     # which SSEResponse, made for plain Starlette routes, does not set itself.
     response.background = None
@@ -231,7 +215,7 @@ async def _events(
     turn: _Turn,
     relayed: AsyncGenerator[bytes, None],
     records: list[UsageRecord],
-    gate_pass: Pass,
+    call: Call,
     announce: bytes,
 ) -> AsyncGenerator[bytes, None]:
     text: list[str] = []
@@ -267,8 +251,7 @@ async def _events(
     except SQLAlchemyError:
         log.exception("could not store the answer of request %s", ctx.request_id)
         stored, error = None, {"message": "The answer could not be saved. Try again.", "code": "not_saved"}
-    await gate_pass.settled()
-    balance = await ctx.balance()
+    balance = await ctx.balance()  # the call is settled: its relay settles before its last bytes
     if error is None:
         yield announce + event("done", {"message": stored, "balance": balance})
     else:
@@ -337,7 +320,7 @@ def _model(ctx: Context, conversation: Conversation, requested: str | None, *, i
     name = requested or conversation.model
     if not name:
         raise InvalidRequest("Choose a model for this conversation.", param="model", code="model_required")
-    model = ctx.state.proxy.resolve(name, OP)
+    model = ctx.state.pipeline.resolve(name, OP)
     if images and "image" not in model.settings.capabilities.modalities:
         raise InvalidRequest(
             f"The model '{name}' does not take images. Choose a model that does, or remove the image.",

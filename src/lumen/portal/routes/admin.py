@@ -124,7 +124,7 @@ def _users_url(search: str, sort: str, descending: bool, offset: int = 0) -> str
 
 async def user_balance(state: AppState, user: store.User, claims: dict[str, Any] | None) -> Balance:
     groups = user_groups(state.settings.groups, user.email, claims)
-    view = await state.gate.bank.balance(user.principal, params=state.gate.pool_params(groups))
+    view = await state.bank.balance(user.principal, params=state.gate.pool_params(groups))
     params = view.params
     return Balance(params.state, view.available_micro, params.max_micro, params.refresh_micro)
 

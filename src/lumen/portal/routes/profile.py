@@ -79,7 +79,7 @@ async def coin_facts(portal: Portal, user: PortalUser) -> Coins:
     """The user's pool as the bank sees it now (refill applied), and when the next coin comes."""
     gate = portal.state.gate
     params = gate.pool_params(user.principal.groups)
-    view = await gate.bank.balance(user.principal.id, params=params)
+    view = await portal.state.bank.balance(user.principal.id, params=params)
     params = view.params  # with the user's own overrides
     balance = Balance(params.state, view.available_micro, params.max_micro, params.refresh_micro)
     available = view.available_micro

@@ -294,7 +294,7 @@ async def _detail(
     engine = state.engine
     await state.recorder.flush()  # the usage columns include a request just made
     principal = project_principal(portal, project)
-    view = await state.gate.bank.balance(principal.id, params=state.gate.pool_params(principal.groups))
+    view = await state.bank.balance(principal.id, params=state.gate.pool_params(principal.groups))
     params = view.params
     balance = Balance(params.state, view.available_micro, params.max_micro, params.refresh_micro)
 

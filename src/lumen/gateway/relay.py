@@ -9,6 +9,11 @@ The stream contract towards the client (docs/api.md): SSE comment keep-alives wh
 the first chunk; the usage chunk last, only when `stream_options.include_usage` was set (counted
 locally and marked `estimated` when the upstream sent none); an error after the first byte as one
 `data: {"error": ...}` event; always `data: [DONE]` at the end.
+
+The relay bills before its last bytes: `settle` runs before the usage chunk and `[DONE]` are
+sent, so a process killed after the client has the whole answer has already charged it. A backend
+that ignores the output cap it was sent is cut off: once the generated text is clearly past the
+cap (`OVERRUN_TOLERANCE`), the relay ends every open choice with `finish_reason: "length"`.
 """
 
 from __future__ import annotations
@@ -31,6 +36,10 @@ KEEPALIVE = b": keep-alive\n\n"
 
 Reopen = Callable[[UpstreamError], Awaitable[tuple[Endpoint, ChunkStream] | None]]
 
+OVERRUN_TOLERANCE = (1.25, 16)
+"""The relay cuts a stream at `cap * 1.25 + 16` locally counted tokens: the local count is an
+estimate (about four characters a token), so an answer within its cap is never cut by mistake."""
+
 
 @dataclass(slots=True)
 class StreamOutcome:
@@ -42,9 +51,20 @@ class StreamOutcome:
     first_chunk_at: float | None = None
     error: LumenError | None = None
     cancelled: bool = False
+    truncated: bool = False
+    """The backend went past the output cap and the relay ended the answer."""
+    max_completion: int = 0
 
     def completion_estimate(self) -> int:
-        return text_tokens("".join(self.generated))
+        """The completion tokens to bill when the backend reported none (or was cut off): the
+        local count, never above the cap that was reserved and sent when the relay cut it."""
+        counted = text_tokens("".join(self.generated))
+        return min(counted, self.max_completion) if self.truncated else counted
+
+    @property
+    def delivered(self) -> bool:
+        """The client received some of the answer."""
+        return self.first_chunk_at is not None
 
 
 class ModelNameRewriter:
@@ -75,9 +95,10 @@ class StreamRelay:
         model_name: str,
         include_usage: bool,
         prompt_estimate: int,
+        max_completion: int,
         keepalive_interval: float,
         reopen: Reopen,
-        on_close: Callable[[Endpoint, StreamOutcome], None],
+        settle: Callable[[StreamOutcome], Awaitable[None]],
     ) -> None:
         self.endpoint = endpoint
         self._stream = stream
@@ -88,11 +109,16 @@ class StreamRelay:
         self._first: list[bytes] | None = None
         self._keepalive = keepalive_interval
         self._reopen = reopen
-        self._on_close = on_close
+        self._settle = settle
+        self._cut_at = (
+            int(max_completion * OVERRUN_TOLERANCE[0]) + OVERRUN_TOLERANCE[1] if max_completion else 0
+        )
+        self._generated_chars = 0
+        self._generated_words = 0
         self._rewriter = ModelNameRewriter(endpoint.upstream_model, model_name)
         self._held_usage: bytes | None = None
         self._template: dict[str, Any] = {}
-        self.outcome = StreamOutcome()
+        self.outcome = StreamOutcome(max_completion=max_completion)
         self._closed = False
 
     async def events(self) -> AsyncGenerator[bytes, None]:
@@ -117,14 +143,11 @@ class StreamRelay:
         await self.close()
 
     async def close(self) -> None:
-        """Closes the upstream and reports the outcome, once."""
+        """Closes the upstream stream, once (the pipeline settles what was not settled yet)."""
         if self._closed:
             return
         self._closed = True
-        try:
-            await self._stream.aclose()
-        finally:
-            self._on_close(self.endpoint, self.outcome)
+        await self._stream.aclose()
 
     async def _run(self) -> AsyncIterator[bytes]:
         try:
@@ -132,18 +155,20 @@ class StreamRelay:
                 yield event
         except LumenError as exc:
             self.outcome.error = exc
-            yield b"data: " + orjson.dumps(exc.envelope()) + b"\n\n"
-            yield DONE
+            await self._settle(self.outcome)
+            yield b"data: " + orjson.dumps(exc.envelope()) + b"\n\n" + DONE
             return
-        unfinished = self._unfinished()
-        if unfinished:
+        if self._unfinished():
             self.outcome.error = UpstreamError(
                 "The model backend's stream ended before the answer was complete.", code="upstream_incomplete"
             )
-            yield b"data: " + orjson.dumps(self.outcome.error.envelope()) + b"\n\n"
+        await self._settle(self.outcome)
+        if self.outcome.error is not None:
+            yield b"data: " + orjson.dumps(self.outcome.error.envelope()) + b"\n\n" + DONE
         elif self._include_usage:
-            yield b"data: " + (self._held_usage or self._estimated_usage_chunk()) + b"\n\n"
-        yield DONE
+            yield b"data: " + (self._held_usage or self._estimated_usage_chunk()) + b"\n\n" + DONE
+        else:
+            yield DONE
 
     async def _relay(self) -> AsyncIterator[bytes]:
         batches, first = None, None
@@ -170,12 +195,43 @@ class StreamRelay:
             yield out
         if error is not None:
             raise error
+        if self._over_cap():
+            yield self._cut()
+            return
         async for batch in batches:
             out, error = self._process_batch(batch)
             if out:
                 yield out
             if error is not None:
                 raise error
+            if self._over_cap():
+                yield self._cut()
+                return
+
+    def _over_cap(self) -> bool:
+        return (
+            bool(self._cut_at) and max(self._generated_words, (self._generated_chars + 3) // 4) > self._cut_at
+        )
+
+    def _cut(self) -> bytes:
+        """Ends every open choice with `finish_reason: "length"` (the backend ignored its cap)."""
+        self.outcome.truncated = True
+        open_choices = [i for i, reason in self.outcome.finish_reasons.items() if not reason] or [0]
+        choices: list[dict[str, Any]] = []
+        for index in open_choices:
+            self.outcome.finish_reasons[index] = "length"
+            body: dict[str, Any] = (
+                {"delta": {}} if self._chunk_object == "chat.completion.chunk" else {"text": ""}
+            )
+            choices.append({"index": index, **body, "logprobs": None, "finish_reason": "length"})
+        chunk = {
+            "id": self._template.get("id"),
+            "object": self._chunk_object,
+            "created": self._template.get("created") or int(time.time()),
+            "model": self._model_name,
+            "choices": choices,
+        }
+        return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
     def _process_batch(self, batch: list[bytes]) -> tuple[bytes, LumenError | None]:
         """The client's bytes for events that arrived together (one write instead of one each),
@@ -247,14 +303,24 @@ class StreamRelay:
             delta = choice.get("delta")
             text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
             if isinstance(text, str) and text:
-                self.outcome.generated.append(text)
-            if isinstance(delta, dict) and delta.get("tool_calls"):
-                self.outcome.generated.append(orjson.dumps(delta["tool_calls"]).decode())
+                self._generated(text)
+            if isinstance(delta, dict):
+                for name in ("reasoning_content", "reasoning"):
+                    thought = delta.get(name)
+                    if isinstance(thought, str) and thought:
+                        self._generated(thought)
+                if delta.get("tool_calls"):
+                    self._generated(orjson.dumps(delta["tool_calls"]).decode())
             reason = choice.get("finish_reason")
             if reason:
                 self.outcome.finish_reasons[int(choice.get("index", 0))] = reason
             else:
                 self.outcome.finish_reasons.setdefault(int(choice.get("index", 0)), "")
+
+    def _generated(self, text: str) -> None:
+        self.outcome.generated.append(text)
+        self._generated_chars += len(text)
+        self._generated_words += len(text.split())
 
     def _unfinished(self) -> bool:
         reasons = self.outcome.finish_reasons
