@@ -100,9 +100,7 @@ def test_a_stream_cut_by_the_client_is_billed_for_what_was_generated(tmp_path: P
             time.sleep(0.05)
         assert row is not None
         lumen.run(lumen.state.bank.flush())
-        view = lumen.run(
-            lumen.state.bank.balance(row.principal, params=lumen.state.gate.pool_params(()))
-        )
+        view = lumen.run(lumen.state.bank.balance(row.principal, params=lumen.state.gate.pool_params(())))
         from lumen.billing.audit import audit
 
         discrepancies = lumen.run(audit(lumen.state.engine))
