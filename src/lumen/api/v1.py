@@ -6,6 +6,7 @@ before the response starts (errors.md lists each status).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from lumen.api.protocol import ChatCompletionRequest, CompletionRequest, Embeddi
 from lumen.api.sse import SSEResponse
 from lumen.billing.estimate import chat_prompt_tokens, prompt_tokens
 from lumen.errors import LumenError, ModelNotFound, PermissionDenied
-from lumen.gateway.pipeline import Call
+from lumen.gateway.pipeline import Call, unexpected_error
 from lumen.identity import store as identity_store
 from lumen.identity.groups import project_groups
 from lumen.settings import ModelSettings
@@ -61,22 +62,24 @@ async def _handle(request: Request, surface: _Surface) -> Response:
         checked = validate(surface.protocol, body)
         model = pipeline.resolve(checked.model, surface.op)
         spec = pipeline.spec(surface.op, model, body, prompt_estimate=surface.prompt_estimate(body))
-    except LumenError as exc:
+    except Exception as exc:
         # Refused before any call existed: still one usage record (401s are not: without a key
         # there is nobody to attribute them to, and anyone could fill the table with them).
         name = body.get("model")
+        model_name = name if isinstance(name, str) else ""
+        error = exc if isinstance(exc, LumenError) else unexpected_error(exc)
         pipeline.record_refusal(
-            principal,
-            request_id=request_id,
-            op=surface.op,
-            model=name if isinstance(name, str) else "",
-            error=exc,
-            started=started,
+            principal, request_id=request_id, op=surface.op, model=model_name, error=error, started=started
         )
-        if "x-ratelimit-limit-requests" not in exc.headers:
-            exc.headers.update(
-                await state.gate.peek_headers(principal, name if isinstance(name, str) else None)
-            )
+        if error is exc and "x-ratelimit-limit-requests" not in error.headers:
+            error.headers.update(await state.gate.peek_headers(principal, model_name or None))
+        raise
+    except asyncio.CancelledError:
+        name = body.get("model")
+        model_name = name if isinstance(name, str) else ""
+        pipeline.record_refusal(
+            principal, request_id=request_id, op=surface.op, model=model_name, error=None, started=started
+        )
         raise
     call = pipeline.call(spec, principal, request_id=request_id, started=started)
     await call.admit()

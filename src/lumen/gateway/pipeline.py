@@ -35,7 +35,7 @@ from typing import Any
 
 import orjson
 
-from lumen.billing.bank import CoinBank
+from lumen.billing.bank import CoinBank, Reservation
 from lumen.billing.estimate import content_text, text_tokens
 from lumen.billing.prices import cost_micro
 from lumen.errors import InvalidRequest, LumenError, ModelNotFound, NoBackendAvailable, UpstreamError
@@ -62,6 +62,8 @@ CHUNK_OBJECT: dict[Operation, str] = {
     "chat.completions": "chat.completion.chunk",
     "completions": "text_completion",
 }
+SETTLE_RETRY_DELAYS = (0.05, 0.25, 1.0, 4.0)
+"""Seconds between attempts to settle a call whose settlement failed (a Redis hiccup)."""
 FIRST_WAIT = 2.0
 """Seconds a stream waits for the upstream's headers before its response starts: a refusal or a
 failure within them is a real HTTP status; after them the client gets keep-alive comments, and a
@@ -159,15 +161,14 @@ class Pipeline:
         request_id: str,
         op: str,
         model: str,
-        error: LumenError,
+        error: LumenError | None,
         started: float,
         source: str = "api",
     ) -> None:
-        """The usage record of a request refused before it had a call spec (a bad body, an
-        unknown model): refusals are counted, never billed."""
-        self.emit(
-            _record(request_id, principal, model, op, source, started, error=error, status=error.status)
-        )
+        """The usage record of a request that ended before it was a call (a bad body, an unknown
+        model, or `error=None`: cancelled meanwhile, 499): counted, never billed."""
+        status = 499 if error is None else error.status
+        self.emit(_record(request_id, principal, model, op, source, started, error=error, status=status))
 
     def emit(self, record: UsageRecord) -> None:
         """Every usage record goes to the database and to the metrics (and the trace, if on)."""
@@ -248,8 +249,9 @@ class Call:
         pipeline = self.pipeline
         try:
             self.ticket = await pipeline.gate.admit(self.spec, self.principal, request_id=self.request_id)
-        except LumenError as exc:
+        except Exception as exc:
             self._closed = True
+            error = exc if isinstance(exc, LumenError) else unexpected_error(exc)
             pipeline.emit(
                 _record(
                     self.request_id,
@@ -258,12 +260,24 @@ class Call:
                     self.spec.op,
                     self.source,
                     self.started,
-                    error=exc,
-                    status=exc.status,
+                    error=error,
+                    status=error.status,
                 )
             )
-            if "x-ratelimit-limit-requests" not in exc.headers:
-                exc.headers.update(await pipeline.gate.peek_headers(self.principal, self.spec.model.name))
+            if error is exc and "x-ratelimit-limit-requests" not in error.headers:
+                error.headers.update(await pipeline.gate.peek_headers(self.principal, self.spec.model.name))
+            raise
+        except BaseException:
+            self._closed = True  # cancelled: the gate gave back what it had taken
+            pipeline.record_refusal(
+                self.principal,
+                request_id=self.request_id,
+                op=self.spec.op,
+                model=self.spec.model.name,
+                error=None,
+                started=self.started,
+                source=self.source,
+            )
             raise
         self.spec = self.ticket.spec
         pipeline.admitted += 1
@@ -306,10 +320,9 @@ class Call:
         except BaseException as exc:
             await self.aclose(exc)
             raise
-        if opening.done() and opening.exception() is not None:
-            error = opening.exception()
+        error = _failure(opening)
+        if error is not None:
             await self.aclose(error)
-            assert error is not None
             raise error
         return self._events(opening)
 
@@ -321,11 +334,13 @@ class Call:
                 await asyncio.wait({opening}, timeout=self._keepalive())
                 if not opening.done():
                     yield KEEPALIVE
-            error = opening.exception()
+            error = _failure(opening)
+            if isinstance(error, asyncio.CancelledError):
+                raise error
             if error is not None:
-                failure = error if isinstance(error, LumenError) else _internal(error)
+                failure = error if isinstance(error, LumenError) else unexpected_error(error)
                 await self._finish(Ending(failure.status, error=failure))
-                yield b"data: " + orjson.dumps(failure.envelope()) + b"\n\n" + DONE
+                yield _error_event(failure)
                 return
             endpoint, upstream = opening.result()
             spec = self.spec
@@ -341,8 +356,16 @@ class Call:
                 reopen=self._reopen,
                 settle=self._settle_stream,
             )
-            async for chunk in self._relay.events():
-                yield chunk
+            try:
+                async for chunk in self._relay.events():
+                    yield chunk
+            except Exception as exc:  # noqa: BLE001 - a bug's exception, reported in-band
+                # A bug, not a backend failure (those the relay sends itself): the answer has
+                # started, so the error goes in-band and the call settles with it.
+                failure = unexpected_error(exc)
+                self._relay.outcome.error = failure
+                await self._finish(_stream_ending(self._relay.outcome))
+                yield _error_event(failure)
         finally:
             await self.aclose()
 
@@ -391,9 +414,7 @@ class Call:
                 await self._relay.close()
             except Exception:
                 log.exception("closing the upstream stream of request %s failed", self.request_id)
-        elif (
-            opening is not None and opening.done() and not opening.cancelled() and opening.exception() is None
-        ):
+        elif opening is not None and opening.done() and _failure(opening) is None:
             await opening.result()[1].aclose()  # opened, never relayed: the client left first
         if self._finishing is None:
             await self._finish(self._ending_after(exc))
@@ -408,7 +429,7 @@ class Call:
             return _stream_ending(outcome)
         if exc is None or isinstance(exc, asyncio.CancelledError | GeneratorExit):
             return Ending(499, finish_reason="cancelled")
-        error = exc if isinstance(exc, LumenError) else _internal(exc)
+        error = exc if isinstance(exc, LumenError) else unexpected_error(exc)
         return Ending(error.status, error=error)
 
     async def _finish(self, ending: Ending) -> None:
@@ -461,7 +482,7 @@ class Call:
         try:
             if ticket is not None:
                 for reservation in ticket.reservations:
-                    await pipeline.bank.settle(reservation, cost)
+                    await self._charge(reservation, cost)
         finally:
             self.record = record
             pipeline.emit(record)
@@ -470,6 +491,23 @@ class Call:
             if ticket is not None:
                 pipeline.closed += 1
                 await ticket.limits.release(prompt + completion if billable else 0)
+
+    async def _charge(self, reservation: Reservation, cost: int) -> None:
+        """Settles one hold, retrying a failed attempt: the charge is the one step of a call that
+        must not be given up (were it lost, the hold would expire and the answer go unbilled)."""
+        for delay in (*SETTLE_RETRY_DELAYS, None):
+            try:
+                await self.pipeline.bank.settle(reservation, cost)
+                return
+            except (Exception, asyncio.CancelledError) as exc:
+                task = asyncio.current_task()
+                if isinstance(exc, asyncio.CancelledError) and task is not None:
+                    task.uncancel()  # this task exists to finish the settlement
+                if delay is None:
+                    log.error("could not settle request %s; its hold expires", self.request_id, exc_info=exc)
+                    return
+                log.warning("settling request %s failed (%r); retrying", self.request_id, exc)
+                await asyncio.sleep(delay)
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -494,6 +532,19 @@ class Call:
             request_id=self.request_id,
             headers=headers,
         )
+
+
+def _failure(opening: asyncio.Future[Any]) -> BaseException | None:
+    """What a finished opening failed with (a cancellation included), or None."""
+    if not opening.done():
+        return None
+    if opening.cancelled():
+        return asyncio.CancelledError()
+    return opening.exception()
+
+
+def _error_event(error: LumenError) -> bytes:
+    return b"data: " + orjson.dumps(error.envelope()) + b"\n\n" + DONE
 
 
 def _stream_ending(outcome: StreamOutcome) -> Ending:
@@ -560,7 +611,8 @@ def _count(usage: dict[str, Any] | None, name: str) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
-def _internal(exc: BaseException) -> LumenError:
+def unexpected_error(exc: BaseException) -> LumenError:
+    """A bug's exception as the error the client and the usage record see (logged in full)."""
     log.error("call failed unexpectedly", exc_info=exc)
     return LumenError("The server had an error while processing your request.")
 
