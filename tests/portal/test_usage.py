@@ -181,3 +181,31 @@ def test_a_manager_sees_the_projects_usage(cast: Cast) -> None:
     rows = tables(page.text)["recent-requests"]
     assert rows[1][rows[0].index("Key")].startswith("pipeline (sk_")
     assert rows[1][rows[0].index("Input tokens")] == str(answer["usage"]["prompt_tokens"])
+
+
+def test_a_stopped_request_reads_stopped_not_an_error_code(cast: Cast) -> None:
+    from lumen.usage.recorder import UsageRecord
+
+    state = cast.lumen.state
+    principal = f"user:{cast.ids['carol@example.edu']}"
+    record = UsageRecord(
+        request_id="stopped-by-carol",
+        principal=principal,
+        model="echo",
+        source="api",
+        operation="chat.completions",
+        prompt_tokens=3,
+        completion_tokens=1,
+        latency_ms=5.0,
+        status=499,
+        finish_reason="cancelled",
+    )
+    cast.lumen.loop.call_soon_threadsafe(state.recorder.record, record)
+    with cast.session("carol@example.edu") as browser:
+        page = browser.get("/usage").text
+        export = browser.get("/usage/export.csv", params={"period": "day"})
+    recent = tables(page)["recent-requests"]
+    statuses = [row[recent[0].index("Status")] for row in recent[1:]]
+    assert "Stopped" in statuses and not any("499" in s for s in statuses)
+    rows = {r["request_id"]: r for r in csv.DictReader(io.StringIO(export.text))}
+    assert rows["stopped-by-carol"]["outcome"] == "Stopped"

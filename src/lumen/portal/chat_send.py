@@ -5,7 +5,8 @@ A send stores the user's message, then runs the model with the user's principal 
 choice, failover, relay, settlement and usage record). Refusals before the stream are HTTP errors
 in the OpenAI envelope; the message stays stored and the page offers to retry. A client that goes
 away (the page's Stop aborts its fetch) cancels the upstream through the same disconnect-aware SSE
-response as /v1; the partial answer is stored with ``stopped=True`` and the tokens and coins that were billed for it.
+response as /v1; the partial answer is stored with ``stopped=True`` and the tokens and coins that
+were billed for it.
 
 Events sent to the page, each ``event: NAME`` and ``data: JSON``:
 

@@ -30,6 +30,7 @@ from lumen.limits import headers as limit_headers
 from lumen.portal.deps import CurrentUser, PortalDep, PortalUser
 from lumen.state import AppState
 from lumen.usage import queries
+from lumen.usage.outcome import CLIENT_CLOSED, outcome_label
 from lumen.usage.queries import DIMENSIONS, NO_KEY, PERIODS, Dimension, Period, Series, Totals, UsageScope
 
 router = APIRouter()
@@ -421,8 +422,8 @@ async def _request_rows(
             completion_tokens=r.completion_tokens,
             estimated=r.estimated,
             coins=coins_text(r.cost_micro),
-            status="OK" if r.status < 400 else f"{r.status} {r.error_code or ''}".strip(),
-            ok=r.status < 400,
+            status=outcome_label(r.status, r.error_code),
+            ok=r.status < 400 or r.status == CLIENT_CLOSED,
         )
         for r in records
     ]
@@ -629,7 +630,7 @@ def _cell(value: Any) -> Any:
 
 
 async def _csv(state: AppState, rows: AsyncIterator[list[dict[str, Any]]]) -> AsyncIterator[str]:
-    header = [*queries.EXPORT_COLUMNS, "cost_coins", "who"]
+    header = [*queries.EXPORT_COLUMNS, "cost_coins", "who", "outcome"]
     names: dict[str, str] = {}
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -644,7 +645,8 @@ async def _csv(state: AppState, rows: AsyncIterator[list[dict[str, Any]]]) -> As
         for row in batch:
             cost = Decimal(row["cost_micro"]) / 1_000_000
             values = [_cell(row[c]) for c in queries.EXPORT_COLUMNS]
-            writer.writerow([*values, format(cost, "f"), _cell(names[row["principal"]])])
+            outcome = outcome_label(row["status"], row["error_code"])
+            writer.writerow([*values, format(cost, "f"), _cell(names[row["principal"]]), outcome])
         yield buffer.getvalue()
 
 
