@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lumen.errors import EngineUnavailable, InvalidRequest
-from lumen.upstream.base import JSON, CallOptions, ChunkStream, Operation
+from lumen.upstream.base import JSON, CallOptions, ChunkStream, Operation, TokenCounter
 from lumen.upstream.local import encoding as wire
 
 if TYPE_CHECKING:
@@ -51,10 +51,23 @@ class MiniLMBackend:
         self._max_batch = max_batch
         self._executor: ThreadPoolExecutor | None = None
         self._model: _MiniLM | None = None
+        self._counter = TokenCounter(self.count_tokens)
 
     async def start(self) -> None:
         """Loads the model now instead of on the first request."""
         await self._ensure_model()
+
+    @property
+    def token_counter(self) -> TokenCounter | None:
+        """The model's tokenizer once loaded (None before: the estimate then uses the character
+        rule). Each input's count already holds [CLS] and [SEP], so `per_text` is 0."""
+        return None if self._model is None else self._counter
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` as one input is billed: [CLS] and [SEP] included, cut at 256."""
+        if self._model is None:
+            raise EngineUnavailable("the MiniLM model is not loaded")
+        return len(self._model.tokenizer.encode(text).ids)
 
     async def request(self, op: Operation, body: JSON, call: CallOptions) -> JSON:
         if op != "embeddings":
@@ -78,10 +91,10 @@ class MiniLMBackend:
                 raise EngineUnavailable(f"MiniLM model file missing: {folder / name}")
 
     async def aclose(self) -> None:
+        self._model = None
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
-        self._model = None
 
     async def _ensure_model(self) -> _MiniLM:
         # Loading runs on the single worker thread too, so concurrent first requests load once.
