@@ -108,10 +108,10 @@ def file_part_tokens(part: Mapping[str, Any]) -> int:
 def _image_size(url: str) -> tuple[int, int] | None:
     if not url.startswith("data:"):
         return None  # remote: unknown without fetching it
-    header, comma, payload = url.partition(",")
-    if not comma or not header.endswith(";base64"):
+    comma = url.find(",", 0, 256)
+    if comma < 0 or not url.endswith(";base64", 0, comma):
         return None
-    return image_size(_base64_reader(payload))
+    return image_size(_base64_reader(url, comma + 1))
 
 
 def image_size(read: Reader) -> tuple[int, int] | None:
@@ -184,15 +184,16 @@ def _decoded_size(payload: str) -> int:
     return len(payload) * 3 // 4 - payload[-2:].count("=")
 
 
-def _base64_reader(payload: str) -> Reader:
-    """Random access to the bytes of base64 text, decoding only the 4-character groups needed.
-    Strict: stray characters (line breaks) would shift every offset, so they fail the read, and
-    the caller falls back to its worst case."""
+def _base64_reader(text: str, start: int = 0) -> Reader:
+    """Random access to the bytes of the base64 in `text` from `start` on, decoding only the
+    4-character groups needed (and never copying the rest of a large text). Strict: stray
+    characters (line breaks) would shift every offset, so they fail the read, and the caller
+    falls back to its worst case."""
 
     def read(offset: int, length: int) -> bytes:
         first = offset // 3
         last = -(-(offset + length) // 3)
-        chunk = binascii.a2b_base64(payload[first * 4 : last * 4], strict_mode=True)
+        chunk = binascii.a2b_base64(text[start + first * 4 : start + last * 4], strict_mode=True)
         skip = offset - first * 3
         return chunk[skip : skip + length]
 
