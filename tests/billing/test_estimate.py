@@ -356,3 +356,10 @@ def test_malformed_bodies_are_estimated_without_raising(body: dict[str, Any]) ->
 def test_unknown_operation_is_zero() -> None:
     assert estimate_prompt("audio.speech", chat()) == 0
     assert CHARACTER_RULE.count("abcdefgh") == 2
+
+
+def test_dense_scripts_count_by_their_utf8_size() -> None:
+    """A CJK character is about one token; counting characters by four would reserve a quarter."""
+    text = "今天天气怎么样？我想去公园散步。" * 10
+    assert text_tokens(text) >= len(text) * 3 // 4
+    assert text_tokens("naïve café") == 3  # 12 bytes

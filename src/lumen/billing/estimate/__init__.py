@@ -10,9 +10,10 @@ The whole prompt counts: every message's text, names, tool calls and tool result
 audio and files (media.py), the tool or function definitions, a named `tool_choice`, the
 response schema, and the chat template's framing. Text is counted by the backend's own tokenizer
 when it has one (`TokenCounter`, upstream/base.py), else by the character rule: one token per four
-characters, at least one per word. JSON parts (tool definitions, schemas, call arguments) are
-counted as their compact JSON text. The rule errs high for English prose and code, as a
-reservation should, and a backend's reported usage replaces it whenever there is one.
+bytes of UTF-8 (four ASCII characters), at least one per word. JSON parts (tool definitions,
+schemas, call arguments) are counted as their compact JSON text. The rule errs high for English
+prose and code, as a reservation should, and a backend's reported usage replaces it whenever
+there is one.
 """
 
 from __future__ import annotations
@@ -48,10 +49,13 @@ TOOL_CALL_OVERHEAD = 3
 
 
 def text_tokens(text: str) -> int:
-    """The character rule: one token per four characters, at least one per word."""
+    """The character rule: one token per four bytes of UTF-8, at least one per word. For ASCII
+    that is four characters a token; bytes rather than characters keep scripts that tokenize
+    densely (a CJK character is three bytes and about one token) from being counted a quarter."""
     if not text:
         return 0
-    return max(len(text.split()), (len(text) + 3) // 4)
+    size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+    return max(len(text.split()), (size + 3) // 4)
 
 
 CHARACTER_RULE = TokenCounter(text_tokens, per_message=MESSAGE_OVERHEAD, per_chat=REPLY_PRIMING)
