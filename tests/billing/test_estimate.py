@@ -363,3 +363,25 @@ def test_dense_scripts_count_by_their_utf8_size() -> None:
     text = "今天天气怎么样？我想去公园散步。" * 10
     assert text_tokens(text) >= len(text) * 3 // 4
     assert text_tokens("naïve café") == 3  # 12 bytes
+
+
+def test_a_costly_counter_counts_at_most_its_exact_budget() -> None:
+    """Beyond `exact_chars` characters in one request, texts go by the character rule, so a huge
+    request cannot keep a slow tokenizer busy on the event loop."""
+    calls: list[str] = []
+
+    def slow(text: str) -> int:
+        calls.append(text)
+        return 100
+
+    counter = TokenCounter(slow, exact_chars=10)
+    body = {"input": ["abcdefgh", "x" * 4000, "ij", "k"]}
+    assert estimate_prompt("embeddings", body, counter=counter) == 100 + 1000 + 100 + text_tokens("k")
+    assert calls == ["abcdefgh", "ij"]
+    assert estimate_prompt("embeddings", body, counter=counter) == 1201  # a fresh budget per request
+
+
+def test_inputs_are_billed_at_most_max_per_text() -> None:
+    counter = TokenCounter(text_tokens, max_per_text=256)
+    body = {"input": ["word " * 1000, [1] * 300, "short"]}
+    assert estimate_prompt("embeddings", body, counter=counter) == 256 + 256 + text_tokens("short")

@@ -52,6 +52,12 @@ class TokenCounter:
     system (or developer) message."""
     per_text: int = 0
     """Tokens added to each legacy-completions prompt or embedding input (BOS, CLS/SEP)."""
+    max_per_text: int | None = None
+    """The most tokens one such prompt or input is billed (an embedding model truncates)."""
+    exact_chars: int | None = None
+    """How many characters of one request `count` may be asked to count; texts beyond that
+    are counted by the character rule. Tokenizers run on the event loop at a few MB/s, so this
+    keeps one huge request from stalling every other. None: no limit (a cheap `count`)."""
 
 
 def token_counter(backend: object) -> TokenCounter | None:

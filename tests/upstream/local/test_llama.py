@@ -337,3 +337,10 @@ async def test_no_counter_before_the_model_is_loaded() -> None:
     with pytest.raises(EngineUnavailable):
         backend.count_tokens("hello")
     await backend.aclose()
+
+
+@pytest.mark.local_model
+@pytest.mark.parametrize("text", ["", "Hi", "naïve café, 今天 " * 20, "<|im_start|>user\nx<|im_end|>"])
+def test_count_tokens_is_the_models_tokenizer(llama: LlamaCppBackend, text: str) -> None:
+    model: Any = llama._llm
+    assert llama.count_tokens(text) == len(model.tokenize(text.encode(), add_bos=False, special=True))

@@ -212,3 +212,11 @@ async def test_no_counter_before_the_model_is_loaded() -> None:
     assert token_counter(backend) is None
     with pytest.raises(EngineUnavailable):
         backend.count_tokens("hello")
+
+
+@pytest.mark.local_model
+async def test_long_input_estimate_is_the_truncated_count(minilm: MiniLMBackend) -> None:
+    """Past the counter's exact budget the character rule takes over, still capped at 256."""
+    body = {"model": "minilm", "input": ["Embeddings of a long document. " * 400]}
+    used = (await minilm.request("embeddings", body, CALL))["usage"]["prompt_tokens"]
+    assert estimate_prompt("embeddings", body, counter=token_counter(minilm)) == used == 256

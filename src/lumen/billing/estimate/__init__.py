@@ -67,13 +67,32 @@ def estimate_prompt(op: str, body: Mapping[str, Any], *, counter: TokenCounter |
     "embeddings"; anything else is 0). `counter` is the backend's own (`counter_for`); without
     one, the character rule. Never raises on a malformed body: it counts what it recognises."""
     counter = counter or CHARACTER_RULE
+    count = _within_budget(counter)
     if op == "chat.completions":
-        return _chat(body, counter)
+        return _chat(body, counter, count)
     if op == "completions":
-        return _prompt(body.get("prompt"), counter) + _prompt(body.get("suffix"), counter, framed=False)
+        prompt = _prompt(body.get("prompt"), counter, count)
+        return prompt + _prompt(body.get("suffix"), counter, count, framed=False)
     if op == "embeddings":
-        return _prompt(body.get("input"), counter)
+        return _prompt(body.get("input"), counter, count)
     return 0
+
+
+def _within_budget(counter: TokenCounter) -> Callable[[str], int]:
+    """`counter.count` for the first `exact_chars` characters of the request, the character rule
+    for any text that no longer fits in them."""
+    if counter.exact_chars is None:
+        return counter.count
+    exact, left = counter.count, counter.exact_chars
+
+    def count(text: str) -> int:
+        nonlocal left
+        if len(text) > left:
+            return text_tokens(text)
+        left -= len(text)
+        return exact(text)
+
+    return count
 
 
 def counter_for(backends: Iterable[object]) -> TokenCounter | None:
@@ -100,12 +119,16 @@ def counter_for(backends: Iterable[object]) -> TokenCounter | None:
 
 def _largest(counters: list[TokenCounter]) -> TokenCounter:
     functions = [c.count for c in counters]
+    limits = [c.max_per_text for c in counters]
+    budgets = [c.exact_chars for c in counters if c.exact_chars is not None]
     return TokenCounter(
         lambda text: max(count(text) for count in functions),
         per_message=max(c.per_message for c in counters),
         per_chat=max(c.per_chat for c in counters),
         default_system=max(c.default_system for c in counters),
         per_text=max(c.per_text for c in counters),
+        max_per_text=None if None in limits else max(limit for limit in limits if limit is not None),
+        exact_chars=min(budgets) if budgets else None,
     )
 
 
@@ -130,14 +153,13 @@ def chat_prompt_tokens(messages: list[Any]) -> int:
 
 def prompt_tokens(prompt: Any) -> int:
     """Legacy completions and embeddings input: a string, strings, token ids or lists of them."""
-    return _prompt(prompt, CHARACTER_RULE)
+    return _prompt(prompt, CHARACTER_RULE, text_tokens)
 
 
 # --- chat -----------------------------------------------------------------------------------
 
 
-def _chat(body: Mapping[str, Any], counter: TokenCounter) -> int:
-    count = counter.count
+def _chat(body: Mapping[str, Any], counter: TokenCounter, count: Callable[[str], int]) -> int:
     total = counter.per_chat
     messages = body.get("messages")
     if isinstance(messages, list):
@@ -244,13 +266,15 @@ def _json_tokens(value: Any, count: Callable[[str], int]) -> int:
 # --- completions and embeddings ---------------------------------------------------------------
 
 
-def _prompt(prompt: Any, counter: TokenCounter, *, framed: bool = True) -> int:
-    """A string, strings, token ids or lists of token ids; each text gets `per_text` framing."""
-    frame = counter.per_text if framed else 0
+def _prompt(prompt: Any, counter: TokenCounter, count: Callable[[str], int], *, framed: bool = True) -> int:
+    """A string, strings, token ids or lists of token ids; each text gets `per_text` framing and
+    is billed at most `max_per_text`."""
     if isinstance(prompt, str):
-        return counter.count(prompt) + frame
-    if not isinstance(prompt, list) or not prompt:
+        tokens = count(prompt) + (counter.per_text if framed else 0)
+    elif isinstance(prompt, list) and prompt and all(isinstance(item, int) for item in prompt):
+        tokens = len(prompt) + (counter.per_text if framed else 0)
+    elif isinstance(prompt, list):
+        return sum(_prompt(item, counter, count, framed=framed) for item in prompt)
+    else:
         return 0
-    if all(isinstance(item, int) for item in prompt):
-        return len(prompt) + frame
-    return sum(_prompt(item, counter, framed=framed) for item in prompt)
+    return tokens if counter.max_per_text is None else min(tokens, counter.max_per_text)

@@ -148,7 +148,13 @@ class LlamaCppBackend:
         written out in the text count as one, as in the chat template); no BOS added."""
         if self._llm is None:
             raise EngineUnavailable("the local model is not loaded")
-        return len(self._llm.tokenize(text.encode("utf-8", "replace"), add_bos=False, special=True))
+        encoded = text.encode("utf-8", "replace")
+        # With no room for the tokens llama.cpp returns minus their number: a count without
+        # the buffer and list `Llama.tokenize` builds (a third of the time for a short text).
+        needed = self._llama_cpp.llama_tokenize(
+            self._llm._model.vocab, encoded, len(encoded), None, 0, False, True
+        )
+        return abs(int(needed))
 
     async def request(self, op: Operation, body: JSON, call: CallOptions) -> JSON:
         job, reply = await self._start(op, body, stream=False)
@@ -224,7 +230,7 @@ class LlamaCppBackend:
         self._instrument(llm, llama_cpp)
         self._vocab_size = int(llm.n_vocab())
         self._llama_cpp, self._llm = llama_cpp, llm
-        self._counter = template_framing(llm, llama_cpp, self.count_tokens)
+        self._counter = template_framing(llm, llama_cpp, self.count_tokens, exact_chars=2 * self._context)
 
     def _instrument(self, llm: Any, llama_cpp: Any) -> None:
         """Every llama-cpp completion samples through `Llama.generate`; wrapping it per instance
@@ -399,17 +405,21 @@ class LlamaStream:
 # --- token counting ---
 
 
-def template_framing(llm: Any, llama_cpp: Any, count: Callable[[str], int]) -> TokenCounter:
+def template_framing(
+    llm: Any, llama_cpp: Any, count: Callable[[str], int], *, exact_chars: int
+) -> TokenCounter:
     """The model's counter, with its chat template's framing measured once by rendering the
     template (as llama-cpp does for the GGUF's own template) around short messages and taking
     away their text: system and user give two messages' framing and the once-per-chat part (the
     reply's priming); user, assistant, user adds two more messages; a lone user message shows
     any system prompt the template adds by default. A model on one of llama-cpp's built-in chat
-    formats, or whose template cannot be rendered so, keeps the generic framing."""
+    formats, or whose template cannot be rendered so, keeps the generic framing. Text beyond
+    `exact_chars` per request (twice the context in characters, about half of what would fit)
+    goes by the character rule: llama.cpp tokenizes at a few MB/s, on the event loop."""
     bos_extra = len(llm.tokenize(b"x", add_bos=True)) - len(llm.tokenize(b"x", add_bos=False))
     template = llm.metadata.get("tokenizer.chat_template")
     if llm.chat_format != "chat_template.default" or not template:
-        return TokenCounter(count, per_text=bos_extra)
+        return TokenCounter(count, per_text=bos_extra, exact_chars=exact_chars)
 
     def special(token: int) -> str:
         return "" if token < 0 else str(llm.detokenize([token], special=True).decode("utf-8", "replace"))
@@ -429,12 +439,17 @@ def template_framing(llm: Any, llama_cpp: Any, count: Callable[[str], int]) -> T
         three = framing(("user", "Hi"), ("assistant", "Hello"), ("user", "Hi"))
         alone = framing(("user", "Hi"))
     except Exception:  # noqa: BLE001  (any template failure: keep the generic framing)
-        return TokenCounter(count, per_text=bos_extra)
+        return TokenCounter(count, per_text=bos_extra, exact_chars=exact_chars)
     per_message = max(0, -(-(three - alone) // 2))
     per_chat = max(0, two - 2 * per_message)
     default_system = max(0, alone - per_message - per_chat)
     return TokenCounter(
-        count, per_message=per_message, per_chat=per_chat, default_system=default_system, per_text=bos_extra
+        count,
+        per_message=per_message,
+        per_chat=per_chat,
+        default_system=default_system,
+        per_text=bos_extra,
+        exact_chars=exact_chars,
     )
 
 

