@@ -14,7 +14,7 @@ Failure contract, which failover depends on:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -34,6 +34,38 @@ class CallOptions:
     request_id: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
     """More headers for the upstream (the trace context when tracing is on)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenCounter:
+    """How one backend counts a prompt, for the estimate made before the call
+    (`lumen.billing.estimate`). The defaults are the generic chat-template framing."""
+
+    count: Callable[[str], int]
+    """Tokens of a text as the backend counts them (its own tokenizer), no special tokens added."""
+    per_message: int = 4
+    """Tokens the chat template wraps around each message: role and separators."""
+    per_chat: int = 3
+    """Tokens the chat template adds once per conversation: the reply's priming, a BOS token."""
+    default_system: int = 0
+    """Tokens of the system prompt the chat template inserts when the chat does not open with a
+    system (or developer) message."""
+    per_text: int = 0
+    """Tokens added to each legacy-completions prompt or embedding input (BOS, CLS/SEP)."""
+    max_per_text: int | None = None
+    """The most tokens one such prompt or input is billed (an embedding model truncates)."""
+    exact_chars: int | None = None
+    """How many characters of one request `count` may be asked to count; texts beyond that
+    are counted by the character rule. Tokenizers run on the event loop at a few MB/s, so this
+    keeps one huge request from stalling every other. None: no limit (a cheap `count`)."""
+
+
+def token_counter(backend: object) -> TokenCounter | None:
+    """The backend's own counter, if it has one: backends may define a `token_counter` attribute
+    (a property may answer None until the model is loaded). HTTP backends have none; their
+    prompts are estimated with the character rule."""
+    counter = getattr(backend, "token_counter", None)
+    return counter if isinstance(counter, TokenCounter) else None
 
 
 class ChunkStream(Protocol):

