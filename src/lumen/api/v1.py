@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
@@ -22,7 +21,6 @@ from lumen.api.body import read_json_object
 from lumen.api.disconnect import ClientDisconnected, until_disconnect
 from lumen.api.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, validate
 from lumen.api.sse import SSEResponse
-from lumen.billing.estimate import chat_prompt_tokens, prompt_tokens
 from lumen.errors import LumenError, ModelNotFound, PermissionDenied
 from lumen.gateway.pipeline import Call, unexpected_error
 from lumen.identity import store as identity_store
@@ -42,12 +40,11 @@ class _Surface:
 
     op: Operation
     protocol: type[ChatCompletionRequest] | type[CompletionRequest] | type[EmbeddingRequest]
-    prompt_estimate: Callable[[dict[str, Any]], int]
 
 
-CHAT = _Surface("chat.completions", ChatCompletionRequest, lambda body: chat_prompt_tokens(body["messages"]))
-COMPLETIONS = _Surface("completions", CompletionRequest, lambda body: prompt_tokens(body["prompt"]))
-EMBEDDINGS = _Surface("embeddings", EmbeddingRequest, lambda body: prompt_tokens(body["input"]))
+CHAT = _Surface("chat.completions", ChatCompletionRequest)
+COMPLETIONS = _Surface("completions", CompletionRequest)
+EMBEDDINGS = _Surface("embeddings", EmbeddingRequest)
 
 
 async def _handle(request: Request, surface: _Surface) -> Response:
@@ -61,7 +58,7 @@ async def _handle(request: Request, surface: _Surface) -> Response:
         body = await read_json_object(request, state.settings.server.max_body_bytes)
         checked = validate(surface.protocol, body)
         model = pipeline.resolve(checked.model, surface.op)
-        spec = pipeline.spec(surface.op, model, body, prompt_estimate=surface.prompt_estimate(body))
+        spec = pipeline.spec(surface.op, model, body)
     except Exception as exc:
         # Refused before any call existed: still one usage record (401s are not: without a key
         # there is nobody to attribute them to, and anyone could fill the table with them).

@@ -36,7 +36,7 @@ from typing import Any
 import orjson
 
 from lumen.billing.bank import CoinBank, Reservation
-from lumen.billing.estimate import content_text, text_tokens
+from lumen.billing.estimate import content_text, counter_for, estimate_prompt, text_tokens
 from lumen.billing.prices import cost_micro
 from lumen.errors import InvalidRequest, LumenError, ModelNotFound, NoBackendAvailable, UpstreamError
 from lumen.gateway.admission import Gate, Ticket
@@ -133,12 +133,16 @@ class Pipeline:
             )
         return model
 
-    def spec(self, op: Operation, model: Model, body: dict[str, Any], *, prompt_estimate: int) -> CallSpec:
+    def spec(self, op: Operation, model: Model, body: dict[str, Any]) -> CallSpec:
+        """The call spec of a validated body; the whole prompt is estimated once, here (with the
+        model's own tokenizer where Lumen runs it), for the hold and for billing a call that
+        ends without the backend's usage."""
+        counter = counter_for(endpoint.backend for endpoint in model.endpoints)
         return call_spec(
             op,
             model,
             body,
-            prompt_estimate=prompt_estimate,
+            prompt_estimate=estimate_prompt(op, body, counter=counter),
             default_output_tokens=self._settings().billing.default_output_tokens,
         )
 

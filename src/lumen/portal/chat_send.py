@@ -31,7 +31,6 @@ from starlette.requests import Request
 
 from lumen.api.body import read_json_object
 from lumen.api.sse import SSEResponse
-from lumen.billing.estimate import chat_prompt_tokens
 from lumen.chat import checks, store
 from lumen.chat.api import message_public
 from lumen.chat.records import AnswerStats, AttachmentMeta, Conversation, Message, NewMessage
@@ -188,7 +187,7 @@ async def _answer(ctx: Context, turn: _Turn) -> SSEResponse:
         body["max_tokens"] = turn.conversation.max_tokens
     records: list[UsageRecord] = []
     pipeline = state.pipeline
-    spec = pipeline.spec(OP, turn.model, body, prompt_estimate=chat_prompt_tokens(messages))
+    spec = pipeline.spec(OP, turn.model, body)
     call = pipeline.call(
         spec,
         ctx.principal,
