@@ -5,6 +5,7 @@ renewal loop runs on the event loop at a short real interval."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Callable, Sequence
 
 import pytest
@@ -64,6 +65,16 @@ async def test_the_loop_renews_and_a_dead_process_holds_expire(make_bank: MakeBa
     r = await survivor.reserve(U, coins(10), request_id="d", params=params)
     assert (await survivor.balance(U, params=params)).reserved_micro == coins(10)
     await survivor.release(r)
+
+
+async def test_a_hold_whose_caller_dropped_it_is_not_renewed(make_bank: MakeBank, clock: FakeClock) -> None:
+    bank = await make_bank(reservation_ttl=60, renew_interval=3600)
+    params = pool(10)
+    await bank.reserve(U, coins(4), request_id="forgotten", params=params)  # never settled: a bug
+    gc.collect()
+    assert bank.live_reservations == 0 and await bank.renew_live() == 0
+    clock.advance(TTL_MS)
+    assert (await bank.balance(U, params=params)).reserved_micro == 0
 
 
 async def test_an_expired_hold_is_not_brought_back(make_bank: MakeBank, clock: FakeClock) -> None:

@@ -51,6 +51,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -81,9 +82,13 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(slots=True, eq=False, weakref_slot=True)
 class Reservation:
-    """Coins held for one request until it is settled or released (or the hold expires)."""
+    """Coins held for one request until it is settled or released (or the hold expires).
+
+    The bank renews the hold only while the caller keeps this object: one dropped without being
+    settled (a bug) stops being renewed and its hold expires within the TTL, like a dead process's.
+    """
 
     principal: str
     request_id: str
@@ -146,7 +151,8 @@ class CoinBank:
         self._renew_interval = renew_interval
         self._loads: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Future[Any]] = set()
-        self._live: dict[str, Reservation] = {}  # hold id -> this process's unsettled holds
+        # Hold id -> this process's unsettled holds, as long as their callers keep them.
+        self._live: weakref.WeakValueDictionary[str, Reservation] = weakref.WeakValueDictionary()
         self._renewer: asyncio.Task[None] | None = None
 
     @classmethod
