@@ -26,9 +26,10 @@ Shared rules, implemented identically by both stores (one test suite runs agains
 
 Where the movements go: a store that `journals` (Redis) writes each movement's ledger entry itself,
 in the same atomic step as the balance change (into its outbox, which `outbox_drainer` drains to
-the database), so no movement a caller was told about can be lost with a process. Otherwise (the
-memory store, whose balances die with the process anyway) the bank hands the returned `Change` to
-an in-process `LedgerWriter`.
+the database), so no movement a caller was told about can be lost with a process; a settle may
+also carry the request's usage record into the outbox, in the same step. Otherwise (the memory
+store, whose balances die with the process anyway) the bank hands the returned `Change` to an
+in-process `LedgerWriter`, and usage records go to the write-behind `UsageRecorder`.
 """
 
 from __future__ import annotations
