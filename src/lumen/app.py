@@ -151,7 +151,7 @@ async def _start(
     session = new_session()
     registry = Registry(session, environment())
     registry.apply(settings)
-    bank = CoinBank.from_settings(settings.billing, pool_store(settings), engine)
+    bank = CoinBank.from_settings(settings.billing, pool_store(settings), engine, recorder=recorder)
     await bank.start()
     access = AccessResolver(engine=engine, on_change=lambda p: state.changes.publish(Change.ACCESS, p))
     configure_access(access, settings)

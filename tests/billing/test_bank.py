@@ -37,10 +37,10 @@ async def test_reserve_holds_and_settle_charges_the_real_cost(
     view = await bank.balance(U, params=params)
     assert (view.balance_micro, view.reserved_micro, view.available_micro) == (coins(10), coins(3), coins(7))
     settlement = await bank.settle(r, coins(1))
-    assert (settlement.charged_micro, settlement.forgiven_micro, settlement.balance_micro) == (
+    assert (settlement.charged_micro, settlement.balance_micro, settlement.beyond_hold_micro) == (
         coins(1),
-        0,
         coins(9),
+        0,
     )
     view = await bank.balance(U, params=params)
     assert (view.balance_micro, view.reserved_micro) == (coins(9), 0)
@@ -78,21 +78,97 @@ async def test_a_request_larger_than_the_pool_says_so(make_bank: MakeBank) -> No
         await bank.reserve(U, coins(11), request_id="a", params=pool(10, refresh=0))
 
 
-async def test_hard_mode_never_goes_below_zero(make_bank: MakeBank, engine: AsyncEngine) -> None:
+async def test_a_cost_beyond_the_hold_is_charged_in_full_as_a_debt(
+    make_bank: MakeBank, engine: AsyncEngine, clock: FakeClock
+) -> None:
+    bank = await make_bank()
+    params = pool(10, refresh=6)  # 0.1 coin a minute
+    first = await bank.reserve(U, coins(6), request_id="a", params=params, cause="chat.completions m")
+    second = await bank.reserve(U, coins(4), request_id="b", params=params)
+    # Each request costs more than it held (the prompt estimate fell short): nothing is forgiven.
+    s1 = await bank.settle(first, coins(8))
+    assert (s1.charged_micro, s1.beyond_hold_micro, s1.balance_micro, s1.owed_micro) == (
+        coins(8),
+        coins(2),
+        coins(2),
+        0,
+    )
+    s2 = await bank.settle(second, coins(5))
+    assert (s2.charged_micro, s2.beyond_hold_micro, s2.balance_micro, s2.owed_micro) == (
+        coins(5),
+        coins(1),
+        -coins(3),
+        coins(3),
+    )
+    assert (await bank.balance(U, params=params)).balance_micro == -coins(3)
+    await bank.flush()
+    assert await pool_balance(engine, U) == await ledger_sum(engine, U) == -coins(3)
+    notes = [row["note"] for row in await ledger_rows(engine, U) if row["kind"] == "charge"]
+    assert notes == [
+        "chat.completions m; cost 8000000, 2000000 beyond the hold, owed as debt if the pool is short "
+        "(micro-coins)",
+        "cost 5000000, 1000000 beyond the hold, owed as debt if the pool is short (micro-coins)",
+    ]
+
+
+async def test_a_pool_in_debt_admits_nothing_priced_until_refills_paid_it(
+    make_bank: MakeBank, clock: FakeClock
+) -> None:
+    bank = await make_bank()
+    params = pool(10, refresh=6, starting=1)  # 0.1 coin a minute
+    r = await bank.reserve(U, coins(1), request_id="a", params=params)
+    await bank.settle(r, coins(4))  # 3 coins owed
+    for amount, minimum in ((coins(1), None), (1, None), (coins(1), 0), (coins(1), 1)):
+        with pytest.raises(InsufficientQuota) as info:
+            await bank.reserve(U, amount, request_id="b", params=params, minimum_micro=minimum)
+    assert "owes 3 coins" in info.value.message
+    assert "It is paid at 2027-01-15T08:30:00Z (in 30 minutes)" in info.value.message
+    # retry-after: when the last request (1 coin, with a floor of 1 micro-coin) fits: debt + 1 coin.
+    assert info.value.headers["retry-after"] == str(40 * 60)
+    free = await bank.reserve(U, 0, request_id="free", params=params)  # free models still run
+    await bank.settle(free, 0)
+    clock.advance(30 * 60_000)  # the refill has paid the debt: nothing available yet
+    assert (await bank.balance(U, params=params)).balance_micro == 0
+    with pytest.raises(InsufficientQuota):
+        await bank.reserve(U, 1, request_id="c", params=params)
+    clock.advance(10 * 60_000)
+    r = await bank.reserve(U, coins(1), request_id="d", params=params)
+    assert r.amount_micro == coins(1)
+
+
+async def test_the_soft_mode_also_refuses_a_pool_in_debt(make_bank: MakeBank) -> None:
+    bank = await make_bank(mode="soft")
+    params = pool(10, refresh=1, starting=1)
+    r = await bank.reserve(U, coins(1), request_id="a", params=params)
+    await bank.settle(r, coins(2))
+    with pytest.raises(InsufficientQuota, match="owes 1 coins"):
+        await bank.reserve(U, 1, request_id="b", params=params)
+
+
+async def test_a_floor_reservation_holds_what_the_pool_has(make_bank: MakeBank) -> None:
     bank = await make_bank()
     params = pool(10)
-    first = await bank.reserve(U, coins(6), request_id="a", params=params)
-    second = await bank.reserve(U, coins(4), request_id="b", params=params)
-    # The real cost exceeds the reservation: charged as far as the pool goes without touching the
-    # other request's hold; the rest is forgiven.
-    s1 = await bank.settle(first, coins(8))
-    assert (s1.charged_micro, s1.forgiven_micro, s1.balance_micro) == (coins(6), coins(2), coins(4))
-    s2 = await bank.settle(second, coins(5))
-    assert (s2.charged_micro, s2.forgiven_micro, s2.balance_micro) == (coins(4), coins(1), 0)
-    assert (await bank.balance(U, params=params)).balance_micro == 0
-    await bank.flush()
-    assert await pool_balance(engine, U) == await ledger_sum(engine, U) == 0
-    assert "forgiven" in (await ledger_rows(engine, U))[-1]["note"]
+    other = await bank.reserve(U, coins(7), request_id="other", params=params)
+    r = await bank.reserve(U, coins(5), request_id="a", params=params, minimum_micro=coins(2))
+    assert r.amount_micro == coins(3)  # what was available, not what was asked
+    view = await bank.balance(U, params=params)
+    assert (view.reserved_micro, view.available_micro) == (coins(10), 0)
+    with pytest.raises(InsufficientQuota):  # nothing left: a floor of 0 admits nothing priced
+        await bank.reserve(U, coins(5), request_id="b", params=params, minimum_micro=0)
+    await bank.release(other)
+    with pytest.raises(InsufficientQuota):  # 7 available, the floor asks for more
+        await bank.reserve(U, coins(9), request_id="c", params=params, minimum_micro=coins(8))
+    full = await bank.reserve(U, coins(6), request_id="d", params=params, minimum_micro=coins(1))
+    assert full.amount_micro == coins(6)  # enough for the whole amount: the amount
+    with pytest.raises(ValueError):
+        await bank.reserve(U, coins(1), request_id="e", params=params, minimum_micro=coins(2))
+
+
+async def test_the_soft_mode_holds_the_amount_whatever_the_floor(make_bank: MakeBank) -> None:
+    bank = await make_bank(mode="soft")
+    params = pool(10, starting=1)
+    r = await bank.reserve(U, coins(5), request_id="a", params=params, minimum_micro=coins(1))
+    assert r.amount_micro == coins(5)
 
 
 async def test_soft_mode_admits_while_positive_and_may_go_negative(
@@ -109,7 +185,7 @@ async def test_soft_mode_admits_while_positive_and_may_go_negative(
     assert await pool_balance(engine, U) == await ledger_sum(engine, U) == -coins(2)
 
 
-async def test_free_requests_run_on_an_empty_pool(make_bank: MakeBank) -> None:
+async def test_free_requests_run_on_an_empty_pool(make_bank: MakeBank) -> None:  # also in debt: above
     bank = await make_bank()
     params = pool(10, starting=0)
     r = await bank.reserve(U, 0, request_id="a", params=params)

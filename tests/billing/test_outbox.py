@@ -16,10 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from lumen.billing.audit import audit, audit_redis
 from lumen.billing.bank import CoinBank
 from lumen.billing.ledger import LedgerEntry
-from lumen.billing.outbox import OutboxDrainer, OutboxKeys, movement_order, parse_entry
+from lumen.billing.outbox import OutboxDrainer, OutboxEntry, OutboxKeys, movement_order, parse_entry
 from lumen.billing.pools import HOUR_MS, PoolOverrides
 from lumen.billing.redis_store import RedisPoolStore
-from lumen.billing.store import START_CONTEXT, Context, Seed, forgiven_note
+from lumen.billing.store import START_CONTEXT, Context, Seed, beyond_hold_note
 from lumen.store.tables import coin_ledger, coin_pools
 from tests.billing.conftest import T0, FakeClock, MakeBank, RedisStores, _connect_redis, coins, pool
 from tests.billing.support import ledger_rows, ledger_sum, pool_balance
@@ -123,19 +123,17 @@ async def test_every_movement_enters_the_outbox_with_its_balance_change(
     assert len(await outbox(redis, keys)) == 1  # reserving and viewing move no coins
     ctx = Context("req-1", "key_1")
     changes = [
-        await store.settle(U, now=now, params=PARAMS, soft=False, hold_id="h", cost=coins(2), ctx=ctx),
+        await store.settle(U, now=now, params=PARAMS, hold_id="h", cost=coins(2), ctx=ctx),
         await store.adjust(
             U, now=now, params=PARAMS, kind="grant", amount=coins(1), ctx=Context(None, "cli", "gift")
         ),
         await store.adjust(U, now=now, params=PARAMS, kind="set", amount=coins(3), ctx=Context(None, "cli")),
     ]
-    # A charge beyond what the pool has: hard mode charges the pool down to zero, the rest is forgiven.
+    # A charge beyond its hold and what the pool has: charged in full, the pool goes into debt.
     await store.reserve(
         U, now=now, params=PARAMS, soft=False, amount=coins(3), hold_id="h2", expires_at=now + 1
     )
-    changes.append(
-        await store.settle(U, now=now, params=PARAMS, soft=False, hold_id="h2", cost=coins(5), ctx=ctx)
-    )
+    changes.append(await store.settle(U, now=now, params=PARAMS, hold_id="h2", cost=coins(5), ctx=ctx))
     entries = (await outbox(redis, keys))[1:]
     expected = [
         (m.kind, m.amount_micro, m.balance_after_micro, c.refilled_at, c.carry)
@@ -146,11 +144,14 @@ async def test_every_movement_enters_the_outbox_with_its_balance_change(
         (e.kind, e.amount_micro, e.balance_after_micro, e.refilled_at_ms, e.carry) for e in entries
     ] == expected
     assert [e.kind for e in entries] == ["refill", "charge", "grant", "set", "charge"]
-    refill, charge, grant, set_, forgiven = entries
+    refill, charge, grant, set_, debt = entries
     assert (refill.actor, refill.request_id, refill.note) == ("system", None, None)
     assert (charge.actor, charge.request_id, charge.note, charge.at_ms) == ("key_1", "req-1", None, now)
     assert (grant.actor, grant.note) == ("cli", "gift")
-    assert forgiven.note == forgiven_note(coins(5), coins(2)) and changes[-1].forgiven_micro == coins(2)
+    assert debt.note == beyond_hold_note(None, coins(5), coins(2)) and changes[-1].beyond_hold_micro == coins(
+        2
+    )
+    assert (debt.amount_micro, debt.balance_after_micro) == (-coins(5), -coins(2))
     # The outbox alone explains the live balance, and the ids count up in one epoch.
     every = await outbox(redis, keys)
     assert (
@@ -220,7 +221,7 @@ class GatedDrainer(OutboxDrainer):
         self.entered = asyncio.Event()
         self.release = asyncio.Event()
 
-    async def _write(self, entries: list[LedgerEntry]) -> int:
+    async def _write(self, entries: list[OutboxEntry]) -> tuple[int, int]:
         self.entered.set()
         await self.release.wait()
         return await super()._write(entries)
@@ -308,7 +309,7 @@ async def test_a_drainer_that_dies_after_its_commit_leaves_nothing_duplicated(
 class OutlivesItsLock(OutboxDrainer):
     """Writes only after its lock has expired, so the other drainers overlap with it."""
 
-    async def _write(self, entries: list[LedgerEntry]) -> int:
+    async def _write(self, entries: list[OutboxEntry]) -> tuple[int, int]:
         await asyncio.sleep(0.003)  # longer than the 1 ms lock: a slow database
         return await super()._write(entries)
 

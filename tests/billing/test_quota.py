@@ -32,7 +32,7 @@ def _refused(balance: int, reserved: int = 0, **params: float) -> Admission:
 def test_the_message_says_when_enough_coins_arrive() -> None:
     error = insufficient_quota(_refused(coins(1), max_=10, refresh=2), coins(2), soft=False, now_ms=T0)
     assert error.status == 429 and error.code == "insufficient_quota"
-    assert error.headers == {"x-should-retry": "false"}
+    assert error.headers == {"x-should-retry": "false", "retry-after": "1800"}
     assert error.envelope()["error"]["type"] == "insufficient_quota"
     # 1 coin short at 2 coins per hour: 30 minutes after T0 (2027-01-15T08:00:00Z).
     assert "at 2027-01-15T08:30:00Z (in 30 minutes)" in error.message

@@ -44,7 +44,7 @@ async def test_redis_matches_memory(seed: int, redis_prefix: str) -> None:
             p = rng.choice(principals)
             params = random_params(rng)
             op = rng.choice(
-                ["reserve", "reserve", "settle", "settle", "release", "adjust", "view", "overrides"]
+                ["reserve", "reserve", "settle", "settle", "release", "renew", "adjust", "view", "overrides"]
             )
             results: list[object] = []
             for store in stores:
@@ -58,6 +58,7 @@ async def test_redis_matches_memory(seed: int, redis_prefix: str) -> None:
                         amount=rng.choice([0, 1, MICRO, 10**12]),
                         hold_id=f"h{step}",
                         expires_at=now + rng.choice([1, HOUR_MS]),
+                        minimum=rng.choice([None, None, 0, 1, MICRO // 2, 10**11]),
                     )
                 elif op in ("settle", "release") and holds:
                     hp, hid = holds[step % len(holds)]
@@ -66,13 +67,15 @@ async def test_redis_matches_memory(seed: int, redis_prefix: str) -> None:
                             hp,
                             now=now,
                             params=params,
-                            soft=step % 3 == 0,
                             hold_id=hid,
                             cost=rng.choice([0, 5, 10**11]),
                         )
                     else:
                         await store.release(hp, now=now, hold_id=hid)
                         result = await store.view(hp, now=now, params=params)
+                elif op == "renew" and holds:
+                    some = [holds[(step + i) % len(holds)] for i in range(3)]
+                    result = await store.renew_many(some, now=now, expires_at=now + rng.choice([1, HOUR_MS]))
                 elif op == "adjust":
                     kind: AdjustKind = rng.choice(["grant", "refund", "set", "reset"])
                     result = await store.adjust(

@@ -83,6 +83,29 @@ def test_time_until_the_next_coin(lumen: RunningLumen) -> None:
     assert facts(profile_of(lumen, "pat@example.edu"))["Next coin"] == "Full in 3 minutes"
 
 
+def test_a_debt_is_shown_as_owed_with_when_it_is_paid(lumen: RunningLumen) -> None:
+    add_user(lumen, "deb@example.edu")
+    set_balance(lumen, "deb@example.edu", MICRO)
+
+    async def overspend() -> None:
+        from lumen.identity import store
+
+        user = await store.find_user(engine=lumen.state.engine, email="deb@example.edu")
+        gate = lumen.state.gate
+        r = await gate.bank.reserve(user.principal, MICRO, request_id="r", params=gate.pool_params(()))
+        await gate.bank.settle(r, 2 * MICRO + MICRO // 4)  # more than it held: 1.25 coins owed
+
+    lumen.run(overspend())
+    page = profile_of(lumen, "deb@example.edu")
+    assert 'id="profile-balance">−1.25 coins (owed; refills pay it first)<' in page
+    # 10 coins per hour: 1.25 coins take 7.5 minutes.
+    assert facts(page)["Next coin"] == "Debt paid in 8 minutes"
+    with client(lumen) as browser:
+        login(browser, "deb@example.edu")
+        home = browser.get("/").text
+    assert "−1.25 coins (owed; refills pay it first)" in home
+
+
 def test_no_refill_blocked_and_unlimited_pools(lumen: RunningLumen) -> None:
     add_user(lumen, "bo@example.edu")
     blocked = profile_of(lumen, "bo@example.edu")

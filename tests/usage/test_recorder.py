@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
 from sqlalchemy import event, func, select, text
 from sqlalchemy.exc import DBAPIError
@@ -15,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from lumen.store.engine import create_engine
 from lumen.store.migrate import upgrade_database
 from lumen.store.tables import usage_records
-from lumen.usage.recorder import UsageRecord, UsageRecorder
+from lumen.usage.recorder import UsageRecord, UsageRecorder, usage_from_json, usage_json
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
@@ -377,3 +378,30 @@ async def test_bad_options_are_refused(sqlite_url: str, options: dict[str, Any])
             UsageRecorder(engine, **options)
     finally:
         await engine.dispose()
+
+
+async def test_a_batch_written_again_adds_no_row(engine: AsyncEngine) -> None:
+    # At-least-once: a commit whose acknowledgement was lost is retried; the ids make it a no-op.
+    recorder = UsageRecorder(engine)
+    records = [make(i) for i in range(3)]
+    for rec in records:
+        recorder.record(rec)
+    await recorder.flush()
+    for rec in [*records, make(3)]:
+        recorder.record(rec)
+    await recorder.flush()
+    await recorder.aclose()
+    assert await stored_request_ids(engine) == ["r0", "r1", "r2", "r3"]
+    assert (recorder.written, recorder.rejected, recorder.dropped) == (7, 0, 0)
+
+
+def test_every_record_gets_its_own_id_and_survives_json() -> None:
+    a, b = make(1, ttft_ms=3.25, key_id="k1", estimated=True), make(1)
+    assert a.record_id != b.record_id and len(a.record_id) == 32
+    assert usage_from_json(orjson.loads(usage_json(a))) == a
+    with pytest.raises(ValueError):
+        usage_from_json({**orjson.loads(usage_json(a)), "prompt_tokens": "3"})
+    with pytest.raises(ValueError):
+        usage_from_json({**orjson.loads(usage_json(a)), "created_at": "yesterday"})
+    with pytest.raises(ValueError):
+        usage_from_json([1, 2])

@@ -27,7 +27,8 @@ from redis.asyncio import Redis
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from lumen.billing.outbox import LOCK_POLL, OutboxKeys, movement_order, parse_entry
+from lumen.billing.ledger import LedgerEntry
+from lumen.billing.outbox import LOCK_POLL, OutboxKeys, movement_order, parse_outbox_entry
 from lumen.store.tables import coin_ledger, coin_pools
 
 AUDIT_LOCK_TTL = 60.0
@@ -144,7 +145,8 @@ async def audit_redis(
                 if value is not None:
                     balances[principal] = (int(value), mark)
         raw = await redis.lrange(keys.entries, 0, -1)
-        entries = [parse_entry(item) for item in raw]
+        # Usage records ride in the outbox too; they move no coins.
+        entries = [e for e in map(parse_outbox_entry, raw) if isinstance(e, LedgerEntry)]
         async with engine.connect() as conn, conn.begin():
             await _repeatable_read(engine, conn)
             stored = {

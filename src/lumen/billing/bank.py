@@ -3,15 +3,39 @@
 On the request path::
 
     params = resolver.inherited(groups)                 # memoised, no I/O
-    r = await bank.reserve(principal, worst_case_micro(...), request_id=rid, params=params)
+    r = await bank.reserve(principal, worst_case_micro(...), request_id=rid, params=params,
+                           actor="key:7", cause="chat.completions gpt-x",
+                           minimum_micro=prompt_cost)   # optional floor, see below
+    # r.amount_micro is what is held: with a floor it may be less than asked (cap the output)
     try:
         ... call the upstream, relay ...
     finally:
-        await bank.settle(r, cost_micro(price, prompt, completion))   # what was really used
+        await bank.finish([r, key_r], usage_record)     # charges record.cost_micro to each
 
-`reserve` raises `lumen.errors.InsufficientQuota` (429) when the pool cannot pay. `settle` must run
+`reserve` raises `lumen.errors.InsufficientQuota` (429) when the pool cannot pay (a pool in debt
+pays for nothing). With ``minimum_micro`` it is a *floor* reservation: in hard mode, a pool with
+less than the amount but at least the minimum available is admitted and holds exactly what is
+available, so the caller can lower the request's output cap to what the pool can pay.
+
+`finish(reservations, record)` is the one call that ends a request: it charges the record's cost
+to every reservation (a request holds its owner's pool and, for a key with a coin cap, the key's
+pool ``key:<id>``), gives zero-cost holds back, and makes the usage record durable together with
+the charge. With Redis the record is appended to the ledger outbox in the same script call as the
+owner's charge (the first reservation), so a killed process loses neither; otherwise (the memory
+store, or no reservation at all) the record goes to the write-behind `UsageRecorder`. It must run
 on every ending (success, upstream error after tokens were produced, client disconnect: bill what
-was generated); `release` is `settle` with nothing used. Both are shielded from cancellation.
+was generated), is shielded from cancellation, and returns once the charge (and with Redis the
+record) is in Redis, or handed over in process. `settle` (one reservation, no record) and `release`
+(nothing used) remain for other callers; all three are shielded from cancellation.
+
+The charge is always the full cost. When it exceeds the hold the pool may go below zero: that is a
+debt, which the next refills pay first; the ledger row's note says how much went beyond the hold.
+A negative balance is visible in `balance` (and so on the user's pages).
+
+Holds expire ``reservation_ttl`` seconds (default 60) after they were made or last renewed. The
+bank keeps the set of this process's live reservations and one background task renews them all
+every ``reservation_ttl / 3`` (with Redis, one script call per round). When the process dies the
+renewing stops, and its holds stop counting against the pools at most ``reservation_ttl`` later.
 
 The pool state lives in a `PoolStore` (memory for one process, Redis for several); the database
 is read once per principal per process (when the store does not know the pool yet) and written
@@ -27,9 +51,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -48,34 +73,52 @@ from lumen.billing.store import (
     PoolStore,
     PoolView,
     Seed,
-    forgiven_note,
+    beyond_hold_note,
 )
+from lumen.usage.recorder import UsageRecord, UsageRecorder, usage_json
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(slots=True, eq=False, weakref_slot=True)
 class Reservation:
-    """Coins held for one request until it is settled or released (or the hold expires)."""
+    """Coins held for one request until it is settled or released (or the hold expires).
+
+    The bank renews the hold only while the caller keeps this object: one dropped without being
+    settled (a bug) stops being renewed and its hold expires within the TTL, like a dead process's.
+    """
 
     principal: str
     request_id: str
     amount_micro: int
+    """What is held: the amount asked for, or less for a floor reservation (0: nothing held)."""
     params: PoolParams
     hold_id: str
     expires_at: int
     unlimited: bool
     actor: str | None = None
+    """Who made the request (an API key, or the user acting for a project): on the charge row."""
+    cause: str | None = None
+    """What the request was (e.g. ``"chat.completions gpt-x"``): the charge row's note."""
     done: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Settlement:
     charged_micro: int
-    forgiven_micro: int  # hard mode: cost beyond what the pool had (see `CoinBank.settle`)
     balance_micro: int | None  # after the charge; None when the pool was not touched
+    beyond_hold_micro: int = 0
+    """How much of the charge the hold did not cover (a low prompt estimate, or an expired hold)."""
+
+    @property
+    def owed_micro(self) -> int:
+        """The pool's debt after the charge (0 when the balance is not below zero)."""
+        return max(-(self.balance_micro or 0), 0)
+
+
+NOT_CHARGED = Settlement(0, None)
 
 
 class CoinBank:
@@ -88,10 +131,15 @@ class CoinBank:
         engine: AsyncEngine,
         *,
         mode: Literal["hard", "soft"] = "hard",
-        reservation_ttl: float = 3600.0,
+        reservation_ttl: float = 60.0,
         flush_interval: float = 0.5,
         clock: Clock = wall_clock_ms,
+        recorder: UsageRecorder | None = None,
+        renew_interval: float | None = None,
     ) -> None:
+        """`recorder` takes the usage records `finish` cannot put in a journaling store's outbox
+        (required for `finish` unless the store journals and every call has a reservation).
+        `renew_interval`: seconds between renewals of the live holds; default a third of the TTL."""
         self.mode = mode
         self.reservation_ttl_ms = int(reservation_ttl * 1000)
         self.ledger = LedgerWriter(engine, flush_interval=flush_interval)  # a store that does not journal
@@ -99,12 +147,23 @@ class CoinBank:
         self._store = store
         self._engine = engine
         self._clock = clock
+        self._recorder = recorder
+        self._renew_interval = renew_interval
         self._loads: dict[str, asyncio.Task[None]] = {}
-        self._background: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Future[Any]] = set()
+        # Hold id -> this process's unsettled holds, as long as their callers keep them.
+        self._live: weakref.WeakValueDictionary[str, Reservation] = weakref.WeakValueDictionary()
+        self._renewer: asyncio.Task[None] | None = None
 
     @classmethod
     def from_settings(
-        cls, settings: BillingSettings, store: PoolStore, engine: AsyncEngine, *, clock: Clock = wall_clock_ms
+        cls,
+        settings: BillingSettings,
+        store: PoolStore,
+        engine: AsyncEngine,
+        *,
+        clock: Clock = wall_clock_ms,
+        recorder: UsageRecorder | None = None,
     ) -> CoinBank:
         return cls(
             store,
@@ -113,6 +172,7 @@ class CoinBank:
             reservation_ttl=settings.reservation_ttl,
             flush_interval=settings.flush_interval,
             clock=clock,
+            recorder=recorder,
         )
 
     def configure(self, settings: BillingSettings) -> None:
@@ -125,6 +185,8 @@ class CoinBank:
             await self.ledger.start()
         else:
             await self.outbox.start()
+        if self._renewer is None:
+            self._renewer = asyncio.create_task(self._renew_forever(), name="lumen-coin-holds")
 
     async def flush(self) -> None:
         """Write every movement made so far to the database now (with Redis: every process's)."""
@@ -133,12 +195,20 @@ class CoinBank:
             await self.outbox.flush()
 
     async def aclose(self) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
+            await asyncio.gather(self._renewer, return_exceptions=True)
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         await self.ledger.aclose()
         if self.outbox is not None:
             await self.outbox.aclose()
         await self._store.aclose()
+
+    @property
+    def live_reservations(self) -> int:
+        """This process's holds not yet settled or released (the ones it renews)."""
+        return len(self._live)
 
     # -- the request path -------------------------------------------------------------------
 
@@ -150,14 +220,23 @@ class CoinBank:
         request_id: str,
         params: PoolParams,
         actor: str | None = None,
+        cause: str | None = None,
+        minimum_micro: int | None = None,
     ) -> Reservation:
         """Hold `amount_micro` (the request's worst case) or raise `InsufficientQuota`.
 
         `params` are the principal's inherited pool parameters (`PoolResolver.inherited`); the
-        pool's own settings are applied on top by the store. `actor` (e.g. the API key's id, or
-        the user acting for a project) is written on the charge's ledger row.
+        pool's own settings are applied on top by the store. `actor` (the API key, or the user
+        acting for a project) and `cause` (e.g. ``"chat.completions gpt-x"``) are written on the
+        charge's ledger row. `minimum_micro` (hard mode; at most `amount_micro`): when the pool
+        has less than `amount_micro` available but at least `minimum_micro` (and at least one
+        micro-coin), hold exactly what is available; `Reservation.amount_micro` says what was held.
         """
         check_amount(amount_micro)
+        if minimum_micro is not None:
+            check_amount(minimum_micro)
+            if minimum_micro > amount_micro:
+                raise ValueError(f"minimum {minimum_micro} above the amount {amount_micro}")
         now = self._clock()
         hold_id = os.urandom(16).hex()
         expires_at = now + self.reservation_ttl_ms
@@ -172,6 +251,7 @@ class CoinBank:
                 amount=amount_micro,
                 hold_id=hold_id,
                 expires_at=expires_at,
+                minimum=minimum_micro,
             )
 
         admission: Admission | None = None
@@ -191,40 +271,68 @@ class CoinBank:
                 raise
         if not admission.admitted:
             raise insufficient_quota(admission, amount_micro, soft=soft, now_ms=now)
-        return Reservation(
+        reservation = Reservation(
             principal,
             request_id,
-            amount_micro,
+            admission.held_micro,
             params,
             hold_id,
             expires_at,
             unlimited=admission.status == "unlimited",
             actor=actor,
+            cause=cause,
         )
+        if reservation.amount_micro:
+            self._live[hold_id] = reservation
+        return reservation
+
+    async def finish(self, reservations: Sequence[Reservation], record: UsageRecord) -> Settlement:
+        """End a request: charge ``record.cost_micro`` to every reservation and make the usage
+        record durable with the charge; returns the first (the owner's) reservation's settlement.
+
+        With a journaling store (Redis) the record is appended to the outbox in the same script
+        call as the first reservation's charge (also when that charges nothing); otherwise, or
+        when there is no reservation (the call was refused) or the first one was already settled,
+        or its settlement failed, it goes to the usage recorder. Reservations already settled are
+        not charged again. Shielded from cancellation: the caller may be cancelled, the work is
+        not, and `aclose` waits for it.
+        """
+        check_amount(record.cost_micro)
+        carrier = reservations[0] if reservations and not reservations[0].done else None
+        if carrier is not None and not self._store.journals:
+            carrier = None
+        if carrier is None and self._recorder is None:
+            raise RuntimeError("CoinBank.finish needs a usage recorder for this record (see __init__)")
+        pending = [r for r in reservations if not r.done]
+        for r in pending:
+            self._retire(r)
+        first = reservations[0] if reservations else None
+        task = asyncio.ensure_future(self._finish(first, pending, carrier, record))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return await asyncio.shield(task)
 
     async def settle(self, reservation: Reservation, cost_micro: int) -> Settlement:
         """Release the hold and charge the real cost (what was generated, also on a disconnect).
 
-        If the cost exceeds the reservation (the prompt estimate was low) or the hold expired, the
-        cost is charged from the pool's free coins. In hard mode the charge stops where the pool
-        would go below zero or uncover other requests' holds; the rest is forgiven, reported in
-        `Settlement.forgiven_micro` and in the ledger row's note. Soft mode charges it all.
-        Unlimited pools are never charged. A second settle of the same reservation does nothing.
+        The whole cost is charged, in both modes, also when it exceeds the reservation (the prompt
+        estimate was low) or the hold expired: the pool may go below zero, a debt that the next
+        refills pay first (`Settlement.owed_micro`; the ledger row's note gives the part beyond
+        the hold). Unlimited pools are never charged. A second settle of the same reservation does
+        nothing. For a request's end, prefer `finish`, which also stores its usage record.
         """
         check_amount(cost_micro)
         if reservation.done:
             log.warning("reservation of request %s settled twice; ignored", reservation.request_id)
-            return Settlement(0, 0, None)
-        reservation.done = True
-        if cost_micro == 0 and (reservation.unlimited or reservation.amount_micro == 0):
-            return Settlement(0, 0, None)  # nothing held, nothing to charge: no round trip
-        return await asyncio.shield(asyncio.ensure_future(self._settle(reservation, cost_micro)))
+            return NOT_CHARGED
+        self._retire(reservation)
+        return await asyncio.shield(asyncio.ensure_future(self._settle(reservation, cost_micro, None)))
 
     async def release(self, reservation: Reservation) -> None:
         """Give the hold back without charging (the request never reached the upstream)."""
         if reservation.done:
             return
-        reservation.done = True
+        self._retire(reservation)
         if reservation.amount_micro and not reservation.unlimited:
             await asyncio.shield(
                 asyncio.ensure_future(
@@ -233,7 +341,8 @@ class CoinBank:
             )
 
     async def renew(self, reservation: Reservation) -> bool:
-        """Extend a long request's hold by another TTL; False if it already expired."""
+        """Extend one hold by another TTL now; False if it already expired. (The bank renews every
+        live hold by itself; see `renew_live`.)"""
         if reservation.done or not reservation.amount_micro or reservation.unlimited:
             return not reservation.done
         now = self._clock()
@@ -247,6 +356,26 @@ class CoinBank:
         if renewed:
             reservation.expires_at = expires_at
         return renewed
+
+    async def renew_live(self) -> int:
+        """Renew every live hold of this process by another TTL, in one store call; returns how
+        many were renewed. A hold found expired (the process stalled for longer than the TTL) is
+        dropped from the set: its request is still charged in full when it ends."""
+        live = [r for r in self._live.values() if not r.done]
+        if not live:
+            return 0
+        now = self._clock()
+        expires_at = now + self.reservation_ttl_ms
+        flags = await self._store.renew_many(
+            [(r.principal, r.hold_id) for r in live], now=now, expires_at=expires_at
+        )
+        for r, renewed in zip(live, flags, strict=True):
+            if renewed:
+                r.expires_at = expires_at
+            elif not r.done:
+                self._live.pop(r.hold_id, None)
+                log.warning("the hold of request %s had expired before it was renewed", r.request_id)
+        return sum(flags)
 
     # -- administration -----------------------------------------------------------------------
 
@@ -348,9 +477,39 @@ class CoinBank:
             start = Change((Movement("start", starting, starting),), starting, now, 0)
             self._record(principal, start, now, START_CONTEXT)
 
-    async def _settle(self, r: Reservation, cost: int) -> Settlement:
+    async def _finish(
+        self,
+        first: Reservation | None,
+        pending: list[Reservation],
+        carrier: Reservation | None,
+        record: UsageRecord,
+    ) -> Settlement:
+        usage = None if carrier is None else usage_json(record)
+        owner = NOT_CHARGED
+        failure: Exception | None = None
+        for r in pending:
+            try:
+                settlement = await self._settle(r, record.cost_micro, usage if r is carrier else None)
+            except Exception as exc:  # noqa: BLE001 - the others are still settled; raised below
+                failure = failure or exc
+                if r is carrier:
+                    carrier = None  # the record did not reach the outbox
+                continue
+            if r is first:
+                owner = settlement
+        if carrier is None and self._recorder is not None:
+            self._recorder.record(record)
+        elif carrier is None:  # `finish` checked for a recorder; only a failed carrier gets here
+            log.error("usage record of request %s lost: its charge failed, no recorder", record.request_id)
+        if failure is not None:
+            raise failure
+        return owner
+
+    async def _settle(self, r: Reservation, cost: int, usage: str | None) -> Settlement:
+        if usage is None and cost == 0 and (r.unlimited or r.amount_micro == 0):
+            return NOT_CHARGED  # nothing held, nothing to charge, nothing to carry: no round trip
         now = self._clock()
-        soft = self.mode == "soft"
+        ctx = Context(r.request_id, r.actor, r.cause)
         try:
             change = await self._with_pool(
                 r.principal,
@@ -359,10 +518,10 @@ class CoinBank:
                     r.principal,
                     now=now,
                     params=r.params,
-                    soft=soft,
                     hold_id=r.hold_id,
                     cost=cost,
-                    ctx=Context(r.request_id, r.actor),
+                    ctx=ctx,
+                    usage=usage,
                 ),
             )
         except Exception:
@@ -370,9 +529,25 @@ class CoinBank:
                 "could not settle request %s of %s (cost %d micro-coins)", r.request_id, r.principal, cost
             )
             raise
-        note = forgiven_note(cost, change.forgiven_micro) if change.forgiven_micro else None
-        self._record(r.principal, change, now, Context(r.request_id, r.actor, note))
-        return Settlement(change.charged_micro, change.forgiven_micro, change.balance_micro)
+        if change.beyond_hold_micro:
+            ctx = Context(r.request_id, r.actor, beyond_hold_note(r.cause, cost, change.beyond_hold_micro))
+        self._record(r.principal, change, now, ctx)
+        if not change.movements:
+            return NOT_CHARGED
+        return Settlement(change.charged_micro, change.balance_micro, change.beyond_hold_micro)
+
+    def _retire(self, r: Reservation) -> None:
+        r.done = True
+        self._live.pop(r.hold_id, None)
+
+    async def _renew_forever(self) -> None:
+        while True:
+            ttl_s = self.reservation_ttl_ms / 1000
+            await asyncio.sleep(self._renew_interval if self._renew_interval is not None else ttl_s / 3)
+            try:
+                await self.renew_live()
+            except Exception:  # Redis down: the holds may expire; retried next round
+                log.warning("could not renew %d coin holds", len(self._live), exc_info=True)
 
     async def _adjust(
         self,
@@ -408,7 +583,7 @@ class CoinBank:
             )
 
     def _release_orphan(self, task: asyncio.Task[Admission], principal: str, hold_id: str) -> None:
-        if task.cancelled() or task.exception() is not None or task.result().status != "ok":
+        if task.cancelled() or task.exception() is not None or not task.result().held_micro:
             return
         release = asyncio.ensure_future(self._store.release(principal, now=self._clock(), hold_id=hold_id))
         self._background.add(release)

@@ -66,14 +66,17 @@ class PoolSettings(ConfigSection):
 
 class BillingSettings(ConfigSection):
     mode: Literal["hard", "soft"] = "hard"
-    """`hard`: a request must be able to pay its worst case up front and a pool never goes below
-    zero; `soft`: a request is admitted while the pool has coins and may take it below zero."""
+    """`hard`: a request must be able to pay its worst case up front; `soft`: a request is admitted
+    while the pool has coins. Both charge the full cost: a request that costs more than it held
+    may take the pool below zero, a debt that the next refills pay first."""
     default_pool: PoolSettings = PoolSettings()
     """The pool of users and projects that neither have their own settings nor a group with a pool."""
     default_output_tokens: int = Field(default=4096, ge=1)
     """Output tokens reserved for a request that sets no `max_tokens` on a model with no output cap."""
-    reservation_ttl: float = Field(default=3600.0, gt=0)
-    """Seconds after which an unsettled reservation (a crashed process's) is released."""
+    reservation_ttl: float = Field(default=60.0, ge=1)
+    """Seconds after which a reservation that is no longer renewed is released. Each process renews
+    the holds of its requests in progress every third of this, so it bounds only how long a dead
+    process's holds keep coins from the pool."""
     flush_interval: float = Field(default=0.5, gt=0)
     """Seconds between batched writes of ledger rows to the database."""
     min_output_tokens: int = Field(default=32, ge=1)

@@ -31,7 +31,7 @@ from typing import Any
 
 from sqlalchemy import case, func, insert, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from lumen.billing.pools import PoolOverrides
 from lumen.billing.store import Change, Seed
@@ -109,8 +109,8 @@ async def load_pool(engine: AsyncEngine, principal: str) -> PoolRecord | None:
     return PoolRecord(Seed(row.balance_micro, refilled, row.refill_carry, overrides), overrides)
 
 
-def _upsert(engine: AsyncEngine) -> Any:
-    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+def _upsert(dialect_name: str) -> Any:
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
     return dialect.insert(coin_pools)
 
 
@@ -123,7 +123,7 @@ async def save_overrides(engine: AsyncEngine, principal: str, overrides: PoolOve
         "starting_micro": overrides.starting_micro,
         "updated_at": ms_to_datetime(now_ms),
     }
-    stmt = _upsert(engine).values(principal=principal, **values)
+    stmt = _upsert(engine.dialect.name).values(principal=principal, **values)
     stmt = stmt.on_conflict_do_update(index_elements=[coin_pools.c.principal], set_=values)
     async with engine.begin() as conn:
         await conn.execute(stmt)
@@ -275,7 +275,16 @@ def _pool_sums(entries: Iterable[LedgerEntry]) -> list[dict[str, Any]]:
 
 async def write_movements(engine: AsyncEngine, entries: Sequence[LedgerEntry]) -> int:
     """Insert the movements into the ledger and add their sums to ``coin_pools``, in one
-    transaction; returns how many were inserted.
+    transaction; returns how many were inserted (see `insert_movements`)."""
+    if not entries:
+        return 0
+    async with engine.begin() as conn:
+        return await insert_movements(conn, entries)
+
+
+async def insert_movements(conn: AsyncConnection, entries: Sequence[LedgerEntry]) -> int:
+    """`write_movements` inside the caller's transaction (the outbox drainer writes usage records
+    in the same one); returns how many were inserted.
 
     A movement with a `movement_id` already in the ledger is skipped, and only the rows actually
     inserted count towards the balances: writing a batch again (a retry after a crash between the
@@ -283,29 +292,27 @@ async def write_movements(engine: AsyncEngine, entries: Sequence[LedgerEntry]) -
     """
     if not entries:
         return 0
-    identified = any(e.movement_id is not None for e in entries)
-    async with engine.begin() as conn:
-        if identified:
-            dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
-            insert_new = (
-                dialect.insert(coin_ledger)
-                .on_conflict_do_nothing(index_elements=[coin_ledger.c.movement_id])
-                .returning(coin_ledger.c.movement_id)
-            )
-            result = await conn.execute(insert_new, [e.row() for e in entries])
-            new_ids = set(result.scalars())
-            entries = [e for e in entries if e.movement_id is None or e.movement_id in new_ids]
-            if not entries:
-                return 0
-        else:
-            # The in-process writer's movements have no id: a plain insert, no RETURNING.
-            await conn.execute(insert(coin_ledger), [e.row() for e in entries])
-        await conn.execute(_add_to_pools(engine), _pool_sums(entries))
+    if any(e.movement_id is not None for e in entries):
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        insert_new = (
+            dialect.insert(coin_ledger)
+            .on_conflict_do_nothing(index_elements=[coin_ledger.c.movement_id])
+            .returning(coin_ledger.c.movement_id)
+        )
+        result = await conn.execute(insert_new, [e.row() for e in entries])
+        new_ids = set(result.scalars())
+        entries = [e for e in entries if e.movement_id is None or e.movement_id in new_ids]
+        if not entries:
+            return 0
+    else:
+        # The in-process writer's movements have no id: a plain insert, no RETURNING.
+        await conn.execute(insert(coin_ledger), [e.row() for e in entries])
+    await conn.execute(_add_to_pools(conn.dialect.name), _pool_sums(entries))
     return len(entries)
 
 
-def _add_to_pools(engine: AsyncEngine) -> Any:
-    stmt = _upsert(engine)
+def _add_to_pools(dialect_name: str) -> Any:
+    stmt = _upsert(dialect_name)
     old, new = coin_pools.c, stmt.excluded
     # Another process may have written a later refill clock first: keep the latest one.
     newer = or_(old.refilled_at.is_(None), new.refilled_at > old.refilled_at)

@@ -16,7 +16,6 @@ from lumen.billing.store import (
     NO_CONTEXT,
     AdjustKind,
     Admission,
-    AdmissionStatus,
     Change,
     Context,
     Movement,
@@ -24,6 +23,7 @@ from lumen.billing.store import (
     PoolStore,
     PoolView,
     Seed,
+    hold_size,
 )
 
 
@@ -86,31 +86,25 @@ class MemoryPoolStore(PoolStore):
         amount: int,
         hold_id: str,
         expires_at: int,
+        minimum: int | None = None,
     ) -> Admission:
         pool = self._pool(principal, now)
         view = self._view(pool, now, params)
-        status: AdmissionStatus
         if view.params.state == "blocked":
-            status = "blocked"
-        elif view.params.state == "unlimited":
-            status = "unlimited"
-        elif amount == 0 or (view.available_micro > 0 if soft else view.available_micro >= amount):
-            status = "ok"
-            if amount:
-                pool.holds[hold_id] = (amount, expires_at)
-                heapq.heappush(pool.expiry, (expires_at, hold_id))
-                pool.reserved += amount
-                view = PoolView(
-                    view.balance_micro,
-                    pool.reserved,
-                    view.carry,
-                    view.refilled_at,
-                    view.params,
-                    view.overrides,
-                )
-        else:
-            status = "insufficient"
-        return Admission(status, view)
+            return Admission("blocked", view)
+        if view.params.state == "unlimited":
+            return Admission("unlimited", view)
+        held = hold_size(view.available_micro, amount, minimum, soft=soft)
+        if held is None:
+            return Admission("insufficient", view)
+        if held:
+            pool.holds[hold_id] = (held, expires_at)
+            heapq.heappush(pool.expiry, (expires_at, hold_id))
+            pool.reserved += held
+            view = PoolView(
+                view.balance_micro, pool.reserved, view.carry, view.refilled_at, view.params, view.overrides
+            )
+        return Admission("ok", view, held)
 
     async def settle(
         self,
@@ -118,24 +112,24 @@ class MemoryPoolStore(PoolStore):
         *,
         now: int,
         params: PoolParams,
-        soft: bool,
         hold_id: str,
         cost: int,
         ctx: Context = NO_CONTEXT,
+        usage: str | None = None,
     ) -> Change:
         pool = self._pool(principal, now)
         hold = pool.holds.pop(hold_id, None)
-        if hold is not None:
-            pool.reserved -= hold[0]
+        held = 0 if hold is None else hold[0]
+        pool.reserved -= held
         effective = pool.overrides.apply(params)
         if cost <= 0 or effective.state == "unlimited":
             return Change((), pool.balance, pool.refilled_at, pool.carry)
         movements: list[Movement] = []
         self._materialise(pool, now, effective, movements)
-        charged = cost if soft else min(cost, max(pool.balance - pool.reserved, 0))
-        pool.balance -= charged
-        movements.append(Movement("charge", -charged, pool.balance))
-        return Change(tuple(movements), pool.balance, pool.refilled_at, pool.carry, charged, cost - charged)
+        pool.balance -= cost  # in full: below zero is a debt, paid by the next refills
+        movements.append(Movement("charge", -cost, pool.balance))
+        beyond = max(cost - held, 0)
+        return Change(tuple(movements), pool.balance, pool.refilled_at, pool.carry, cost, beyond)
 
     async def release(self, principal: str, *, now: int, hold_id: str) -> None:
         pool = self._pool(principal, now)

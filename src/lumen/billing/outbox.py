@@ -1,4 +1,5 @@
-"""The ledger outbox in Redis and its drainer: no coin movement is lost when a Lumen process dies.
+"""The ledger outbox in Redis and its drainer: no coin movement, and no usage record of a charged
+request, is lost when a Lumen process dies.
 
 With Redis, the Lua script that changes a balance also appends the movement to one Redis list, the
 outbox (`lumen.billing.redis_store`), in the same atomic step. The list lives as long as Redis
@@ -7,9 +8,10 @@ an `OutboxDrainer`, which moves the outbox to the database:
 
 1. take the drain lock (``SET lock token NX PX lock_ttl``): one drainer at a time, normally;
 2. peek a batch from the head (``LRANGE``) without removing it;
-3. write it in one transaction (`lumen.billing.ledger.write_movements`): each entry carries a
-   unique movement id, a row whose id is already in ``coin_ledger`` is skipped, and only the rows
-   actually inserted are added to ``coin_pools``;
+3. write it in one transaction (`lumen.billing.ledger.insert_movements` and
+   `lumen.usage.recorder.insert_usage`): each movement carries a unique movement id, a row whose
+   id is already in ``coin_ledger`` is skipped, and only the rows actually inserted are added to
+   ``coin_pools``; each usage record carries a unique ``record_id`` and is likewise inserted once;
 4. remove the batch with a check-and-trim script: ``LTRIM`` only if the head of the list is still
    the batch's first entry, and release the lock if it is still ours.
 
@@ -19,6 +21,12 @@ drainer whose lock expired while it wrote (a slow database) may overlap with the
 write the same rows, the ids make the second write a no-op, and whichever trims second finds a
 different head and trims nothing. A drainer that dies after its commit and before its trim leaves
 the batch in the outbox; the next drainer writes it again, inserting nothing.
+
+An entry is a movement (a JSON array of 11 items, `parse_entry`) or a request's usage record
+(``[id, "usage", {record}]``), appended by the same script call as the request's charge. Both
+kinds take their ids from one counter. A usage record the database refuses as data (it was
+validated when made, so this means a bug) is dropped, logged and counted, rather than block the
+outbox; the movements of its batch are written.
 
 Each process drains every ``interval`` seconds (one ``LLEN`` when the outbox is empty) and at a
 graceful shutdown; the survivors drain a dead process's entries. While the database is down the
@@ -39,8 +47,9 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from lumen.billing.ledger import LedgerEntry, write_movements
+from lumen.billing.ledger import LedgerEntry, insert_movements, write_movements
 from lumen.store.writebehind import FlushLoop
+from lumen.usage.recorder import UsageRecord, insert_usage, is_data_error, usage_from_json
 
 log = logging.getLogger(__name__)
 
@@ -104,11 +113,48 @@ def movement_order(movement_id: str) -> tuple[str, int]:
     return epoch, int(seq)
 
 
-def parse_entry(raw: bytes | str) -> LedgerEntry:
-    """An outbox entry as a ledger entry; ValueError if it is not one the store wrote."""
+@dataclass(frozen=True, slots=True)
+class UsageEntry:
+    """A request's usage record in the outbox, with its entry id."""
+
+    entry_id: str
+    record: UsageRecord
+
+
+OutboxEntry = LedgerEntry | UsageEntry
+
+
+def entry_id(entry: OutboxEntry) -> str:
+    return entry.entry_id if isinstance(entry, UsageEntry) else entry.movement_id or ""
+
+
+def parse_outbox_entry(raw: bytes | str) -> OutboxEntry:
+    """An outbox entry: a movement or a usage record; ValueError if it is not one the store wrote."""
     try:
-        mid, kind, amount, after, at_ms, refilled_at, carry, principal, rid, actor, note = orjson.loads(raw)
-    except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"unreadable coin ledger outbox entry {raw!r}") from exc
+    if isinstance(value, list) and len(value) == 3 and value[1] == "usage":
+        eid, _, record = value
+        if not isinstance(eid, str):
+            raise ValueError(f"malformed coin ledger outbox entry {raw!r}")
+        movement_order(eid)
+        return UsageEntry(eid, usage_from_json(record))
+    return _movement(value, raw)
+
+
+def parse_entry(raw: bytes | str) -> LedgerEntry:
+    """An outbox entry that is a movement, as a ledger entry; ValueError for anything else."""
+    entry = parse_outbox_entry(raw)
+    if not isinstance(entry, LedgerEntry):
+        raise ValueError(f"not a coin movement: {raw!r}")
+    return entry
+
+
+def _movement(value: Any, raw: bytes | str) -> LedgerEntry:
+    try:
+        mid, kind, amount, after, at_ms, refilled_at, carry, principal, rid, actor, note = value
+    except (ValueError, TypeError) as exc:
         raise ValueError(f"unreadable coin ledger outbox entry {raw!r}") from exc
     numbers = (amount, after, at_ms, refilled_at, carry)
     texts = (rid, actor, note)
@@ -139,10 +185,11 @@ def parse_entry(raw: bytes | str) -> LedgerEntry:
 class OutboxDrainer:
     """Lifecycle: ``await start()``, ``await aclose()`` at shutdown. `redis` is not closed here.
 
-    Counters (monotonic): ``written`` (rows this drainer inserted), ``duplicates`` (entries it found
-    already in the ledger: a retry after a crash, or an overlapping drainer), ``rejected``
-    (unreadable entries moved aside), ``trims_skipped`` (batches another drainer had already
-    removed) and ``flush_failures``.
+    Counters (monotonic): ``written`` (ledger rows this drainer inserted), ``duplicates`` (entries
+    it found already in the database: a retry after a crash, or an overlapping drainer),
+    ``usage_written`` (usage rows inserted), ``usage_rejected`` (usage records the database
+    refused, dropped), ``rejected`` (unreadable entries moved aside), ``trims_skipped`` (batches
+    another drainer had already removed) and ``flush_failures``.
     """
 
     def __init__(
@@ -179,6 +226,8 @@ class OutboxDrainer:
         )
         self.written = 0
         self.duplicates = 0
+        self.usage_written = 0
+        self.usage_rejected = 0
         self.rejected = 0
         self.trims_skipped = 0
         self.flush_failures = 0
@@ -225,15 +274,16 @@ class OutboxDrainer:
                 await self._quarantine(raw[0])
                 return 1
             try:
-                inserted = await self._write(entries)
+                movements, records = await self._write(entries)
             except Exception:
                 self.flush_failures += 1
                 log.warning(
-                    "coin ledger outbox: writing %d movements failed; kept", len(entries), exc_info=True
+                    "coin ledger outbox: writing %d entries failed; kept", len(entries), exc_info=True
                 )
                 raise
-            self.written += inserted
-            self.duplicates += len(entries) - inserted
+            self.written += movements
+            self.usage_written += records
+            self.duplicates += len(entries) - movements - records
             released = True  # the trim script releases the lock
             if not await self._trim(raw[0], len(entries), token):
                 self.trims_skipped += 1
@@ -242,17 +292,42 @@ class OutboxDrainer:
             if not released:
                 await self._unlock(token)
 
-    def _readable_prefix(self, raw: list[Any]) -> list[LedgerEntry]:
-        entries: list[LedgerEntry] = []
+    def _readable_prefix(self, raw: list[Any]) -> list[OutboxEntry]:
+        entries: list[OutboxEntry] = []
         for item in raw:
             try:
-                entries.append(parse_entry(item))
+                entries.append(parse_outbox_entry(item))
             except ValueError:
                 break  # write what comes before it; it is set aside when it reaches the head
         return entries
 
-    async def _write(self, entries: list[LedgerEntry]) -> int:
-        return await write_movements(self._engine, entries)
+    async def _write(self, entries: list[OutboxEntry]) -> tuple[int, int]:
+        """Write a batch; returns (ledger rows, usage rows) inserted."""
+        movements = [e for e in entries if isinstance(e, LedgerEntry)]
+        records = [e.record for e in entries if isinstance(e, UsageEntry)]
+        try:
+            async with self._engine.begin() as conn:
+                return await insert_movements(conn, movements), await insert_usage(conn, records)
+        except Exception as exc:
+            if not records or not is_data_error(exc):
+                raise
+        # A usage record the database refuses must not hold up the outbox: write the movements
+        # (which raise again if they were the problem), then the records one by one.
+        written = await write_movements(self._engine, movements)
+        return written, await self._write_usage_one_by_one(records)
+
+    async def _write_usage_one_by_one(self, records: list[UsageRecord]) -> int:
+        inserted = 0
+        for record in records:
+            try:
+                async with self._engine.begin() as conn:
+                    inserted += await insert_usage(conn, [record])
+            except Exception as exc:
+                if not is_data_error(exc):
+                    raise
+                self.usage_rejected += 1
+                log.error("usage record refused by the database, dropped: %r", record, exc_info=True)
+        return inserted
 
     async def _trim(self, first: Any, count: int, token: str) -> bool:
         result = await self._trim_script(keys=[self.keys.entries, self.keys.lock], args=[first, count, token])
@@ -287,7 +362,7 @@ def _after(head: Any, last: tuple[str, int] | None) -> bool:
     if last is None:
         return False  # nothing was counted: drain whatever is there
     try:
-        epoch, seq = movement_order(parse_entry(head).movement_id or "")
+        epoch, seq = movement_order(entry_id(parse_outbox_entry(head)))
     except ValueError:
         return False  # drain_batch sets it aside
     return epoch == last[0] and seq > last[1]

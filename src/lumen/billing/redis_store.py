@@ -8,12 +8,14 @@ Per principal, three keys with one hash tag:
 
 and, shared by all pools, the ledger outbox (`lumen.billing.outbox`):
 
-    <prefix>outbox               list: the movements not yet in the database, oldest first
-    <prefix>outbox:meta          hash: epoch, seq (the movement ids' counter)
+    <prefix>outbox               list: the movements (and usage records) not yet in the database
+    <prefix>outbox:meta          hash: epoch, seq (the entry ids' counter)
 
 Every script that moves coins appends the movements to the outbox in the same atomic step, so a
 movement is either not made at all or made and on its way to the ledger, whatever process dies
-when. Because the scripts touch a pool's keys and the shared outbox, Lumen needs one Redis server
+when. A settle may carry the request's usage record (JSON made by `lumen.usage.recorder`); the
+script appends it right after the charge, so a request's charge and its usage row survive or are
+lost together. Because the scripts touch a pool's keys and the shared outbox, Lumen needs one Redis server
 (or a primary with Sentinel), not a Redis Cluster.
 
 Expiry is logical (the caller's clock, so tests can simulate time): every script first releases
@@ -30,6 +32,7 @@ Numbers are written into outbox entries with ``%d``, never ``tostring`` (which r
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -177,28 +180,31 @@ if op == 'view' then
 end
 
 if op == 'reserve' then
-  local soft, amount = ARGV[7] == '1', tonumber(ARGV[8])
-  local status
+  -- The admission rule of `lumen.billing.store.hold_size`.
+  local soft, amount, minimum = ARGV[7] == '1', tonumber(ARGV[8]), ARGV[11]
+  local status, held = 0, 0
   if state == 'blocked' then status = 3
   elseif state == 'unlimited' then status = 2
   else
     local credit = accrue()
     local avail = bal + credit - res
-    local ok
-    if amount == 0 then ok = true elseif soft then ok = avail > 0 else ok = avail >= amount end
-    if ok then
-      status = 1
-      if amount > 0 then
-        redis.call('HSET', holds, ARGV[9], amount)
-        redis.call('ZADD', exp, ARGV[10], ARGV[9])
-        res = res + amount
-      end
-    else
-      status = 0
+    status = 1
+    if amount == 0 then held = 0
+    elseif soft then
+      if avail > 0 then held = amount else status = 0 end
+    elseif avail >= amount then held = amount
+    elseif minimum ~= '' and avail >= math.max(tonumber(minimum), 1) then held = avail
+    else status = 0 end
+    if status == 1 and held > 0 then
+      redis.call('HSET', holds, ARGV[9], held)
+      redis.call('ZADD', exp, ARGV[10], ARGV[9])
+      res = res + held
     end
   end
   redis.call('HSET', pool, 'res', res)
-  return view(status)
+  local out = view(status)
+  table.insert(out, held)
+  return out
 end
 
 -- Balance-changing operations: materialise the due refill first, then the movement.
@@ -211,25 +217,33 @@ local function materialise()
   credit, at, carry = accrue()
   if credit > 0 then bal = bal + credit; move('refill', credit) end
 end
-local charged, forgiven = 0, 0
+local charged, beyond = 0, 0
+local usage = false
 
 if op == 'settle' then
-  local soft, id, cost = ARGV[7] == '1', ARGV[8], tonumber(ARGV[9])
+  -- The whole cost is charged: below zero is a debt, paid first by the next refills.
+  local id, cost = ARGV[7], tonumber(ARGV[8])
+  if ARGV[9] ~= '' then usage = ARGV[9] end
+  local held = 0
   local a = redis.call('HGET', holds, id)
-  if a then res = res - tonumber(a); redis.call('HDEL', holds, id); redis.call('ZREM', exp, id) end
+  if a then
+    held = tonumber(a); res = res - held; redis.call('HDEL', holds, id); redis.call('ZREM', exp, id)
+  end
   if cost > 0 and state ~= 'unlimited' then
     materialise()
     charged = cost
-    if not soft then
-      local avail = bal - res
-      if avail < 0 then avail = 0 end
-      if charged > avail then charged = avail end
-    end
-    forgiven = cost - charged
-    bal = bal - charged
-    move('charge', -charged)
-    if forgiven > 0 then
-      ctx_note = string.format('"cost %d, %d forgiven (pool empty)"', cost, forgiven)
+    bal = bal - cost
+    move('charge', -cost)
+    if cost > held then
+      -- `beyond_hold_note`: the cause (a JSON string or null) and then the amounts.
+      beyond = cost - held
+      local text = 'cost ' .. fmt(cost) .. ', ' .. fmt(beyond) ..
+        ' beyond the hold, owed as debt if the pool is short (micro-coins)'
+      if ctx_note == 'null' then
+        ctx_note = '"' .. text .. '"'
+      else
+        ctx_note = string.sub(ctx_note, 1, -2) .. '; ' .. text .. '"'
+      end
     end
   end
 elseif op == 'grant' or op == 'refund' then
@@ -256,12 +270,38 @@ for i = 1, #moves, 3 do
     journal(moves[i], moves[i + 1], moves[i + 2], now, at, carry, ARGV[L + 1], ARGV[L + 2], ctx_note)
   end
 end
+if usage then
+  -- The request's usage record, in the same step as its charge: [id, "usage", record].
+  local seq = redis.call('HINCRBY', meta, 'seq', 1)
+  table.insert(entries, '["' .. epoch .. '-' .. fmt(seq) .. '","usage",' .. usage .. ']')
+end
 append_entries()
 redis.call('HSET', pool, 'bal', bal, 'at', at, 'carry', carry, 'res', res)
-local out = {1, bal, at, carry, charged, forgiven}
+local out = {1, bal, at, carry, charged, beyond}
 for _, v in ipairs(moves) do table.insert(out, v) end
 return out
 """
+
+# Renews many holds (of any pools) in one call. KEYS: per hold, its pool's exp and holds keys.
+# ARGV: now, the new expiry, then the hold ids. A hold whose expiry has passed stays expired (the
+# next operation on its pool releases it), as the per-pool 'renew' decides.
+_RENEW_MANY = r"""
+local now, until_at = tonumber(ARGV[1]), ARGV[2]
+local out = {}
+for i = 3, #ARGV do
+  local exp, holds, id = KEYS[2 * i - 5], KEYS[2 * i - 4], ARGV[i]
+  local score = redis.call('ZSCORE', exp, id)
+  if score and tonumber(score) > now and redis.call('HEXISTS', holds, id) == 1 then
+    redis.call('ZADD', exp, until_at, id)
+    table.insert(out, 1)
+  else
+    table.insert(out, 0)
+  end
+end
+return out
+"""
+_RENEW_CHUNK = 500
+"""Holds renewed per script call (a round renews every live hold of the process)."""
 
 _EPOCH_ATTEMPTS = 3
 _STATES: dict[int, PoolStateName] = {0: "blocked", 1: "limited", 2: "unlimited"}
@@ -300,6 +340,7 @@ class RedisPoolStore(PoolStore):
         self._prefix = prefix
         self._outbox = OutboxKeys.under(prefix)
         self._script = redis.register_script(_SCRIPT)
+        self._renew_many = redis.register_script(_RENEW_MANY)
 
     def outbox_drainer(self, engine: AsyncEngine, *, interval: float) -> OutboxDrainer:
         return OutboxDrainer(self._redis, engine, keys=self._outbox, interval=interval)
@@ -307,6 +348,11 @@ class RedisPoolStore(PoolStore):
     def _keys(self, principal: str) -> list[str]:
         base = f"{self._prefix}{{{principal}}}"
         return [f"{base}:pool", f"{base}:holds", f"{base}:exp", self._outbox.meta, self._outbox.entries]
+
+    def _hold_keys(self, principal: str) -> tuple[str, str]:
+        """The keys `_RENEW_MANY` takes per hold: the pool's exp and holds."""
+        base = f"{self._prefix}{{{principal}}}"
+        return f"{base}:exp", f"{base}:holds"
 
     async def _call(self, principal: str, *args: int | str) -> Any:
         for _ in range(_EPOCH_ATTEMPTS):
@@ -371,6 +417,7 @@ class RedisPoolStore(PoolStore):
         amount: int,
         hold_id: str,
         expires_at: int,
+        minimum: int | None = None,
     ) -> Admission:
         r = await self._call(
             principal,
@@ -381,8 +428,9 @@ class RedisPoolStore(PoolStore):
             amount,
             hold_id,
             expires_at,
+            _opt(minimum),
         )
-        return Admission(_STATUS[int(r[0])], self._view(r))
+        return Admission(_STATUS[int(r[0])], self._view(r), int(r[13]))
 
     async def settle(
         self,
@@ -390,19 +438,19 @@ class RedisPoolStore(PoolStore):
         *,
         now: int,
         params: PoolParams,
-        soft: bool,
         hold_id: str,
         cost: int,
         ctx: Context = NO_CONTEXT,
+        usage: str | None = None,
     ) -> Change:
         r = await self._call(
             principal,
             "settle",
             now,
             *self._params_args(params),
-            "1" if soft else "0",
             hold_id,
             cost,
+            usage or "",
             *self._ledger_args(principal, ctx),
         )
         return self._change(r)
@@ -413,6 +461,15 @@ class RedisPoolStore(PoolStore):
     async def renew(self, principal: str, *, now: int, hold_id: str, expires_at: int) -> bool:
         r = await self._call(principal, "renew", now, hold_id, expires_at)
         return int(r[0]) == 1
+
+    async def renew_many(self, holds: Sequence[tuple[str, str]], *, now: int, expires_at: int) -> list[bool]:
+        renewed: list[bool] = []
+        for start in range(0, len(holds), _RENEW_CHUNK):
+            chunk = holds[start : start + _RENEW_CHUNK]
+            keys = [key for principal, _ in chunk for key in self._hold_keys(principal)]
+            result = await self._renew_many(keys=keys, args=[now, expires_at, *(h for _, h in chunk)])
+            renewed.extend(int(flag) == 1 for flag in result)
+        return renewed
 
     async def adjust(
         self,

@@ -12,23 +12,30 @@ Shared rules, implemented identically by both stores (one test suite runs agains
   *materialised* as a ``refill`` movement right before a movement that changes the balance, so the
   balance changes only at movements and the stored balance is always the sum of the movements.
 - ``available = balance + due refill - reserved``. Hard mode admits a request if ``amount <=
-  available``; soft mode if ``available > 0``. A zero amount is always admitted (free models work
-  with an empty pool); a blocked pool admits nothing; an unlimited pool admits everything, holds
-  nothing and is never charged.
-- Settling releases the hold and charges the cost. In hard mode the charge is capped at what the
-  pool has beyond the other requests' holds (so the balance never goes below zero and other holds
-  stay covered); the rest is *forgiven* and reported. Soft mode charges the full cost.
+  available`` and holds `amount`; given a ``minimum`` (a *floor*), it also admits a request if
+  ``max(minimum, 1) <= available < amount`` and then holds exactly ``available`` (the caller lowers
+  the request's output cap to what that pays for). Soft mode admits if ``available > 0`` and holds
+  `amount`. A zero amount is always admitted (free models work with an empty pool, even one in
+  debt); a blocked pool admits nothing; an unlimited pool admits everything, holds nothing and is
+  never charged. `Admission.held_micro` is what was actually held.
+- Settling releases the hold and charges the full cost, in both modes. The balance may go below
+  zero: a negative balance is a *debt*. Nothing is ever forgiven: a pool in debt has ``available <
+  0`` and so admits no priced request until refills (which accrue as usual, and so pay the debt
+  first) or a grant bring it back. A charge beyond the hold it settles (the prompt estimate fell
+  short, or the hold had expired) gets the `beyond_hold_note`, the same in both stores.
 
 Where the movements go: a store that `journals` (Redis) writes each movement's ledger entry itself,
 in the same atomic step as the balance change (into its outbox, which `outbox_drainer` drains to
-the database), so no movement a caller was told about can be lost with a process. Otherwise (the
-memory store, whose balances die with the process anyway) the bank hands the returned `Change` to
-an in-process `LedgerWriter`.
+the database), so no movement a caller was told about can be lost with a process; a settle may
+also carry the request's usage record into the outbox, in the same step. Otherwise (the memory
+store, whose balances die with the process anyway) the bank hands the returned `Change` to an
+in-process `LedgerWriter`, and usage records go to the write-behind `UsageRecorder`.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -69,9 +76,25 @@ START_CONTEXT = Context(actor="system", note="starting balance")
 """The ledger context of a new pool's ``start`` movement."""
 
 
-def forgiven_note(cost: int, forgiven: int) -> str:
-    """The note on a charge that could not be taken in full (the Redis script writes the same)."""
-    return f"cost {cost}, {forgiven} forgiven (pool empty)"
+def beyond_hold_note(cause: str | None, cost: int, beyond: int) -> str:
+    """The note on a charge that exceeded the hold it settled, after the charge's cause (e.g. the
+    operation and model); amounts in micro-coins. The Redis script writes exactly the same."""
+    text = f"cost {cost}, {beyond} beyond the hold, owed as debt if the pool is short (micro-coins)"
+    return text if cause is None else f"{cause}; {text}"
+
+
+def hold_size(available: int, amount: int, minimum: int | None, *, soft: bool) -> int | None:
+    """What a reservation of `amount` holds given the pool's `available` coins, None if refused
+    (the admission rule above; the Redis script decides the same way)."""
+    if amount == 0:
+        return 0
+    if soft:
+        return amount if available > 0 else None
+    if available >= amount:
+        return amount
+    if minimum is not None and available >= max(minimum, 1):
+        return available
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +106,8 @@ class Change:
     refilled_at: int
     carry: int
     charged_micro: int = 0
-    forgiven_micro: int = 0
+    beyond_hold_micro: int = 0
+    """A settle: how much of the charge the hold did not cover (0 for every other change)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +130,8 @@ class PoolView:
 class Admission:
     status: AdmissionStatus
     view: PoolView
+    held_micro: int = 0
+    """What the reservation holds: its amount, what was available (a floor reservation), or 0."""
 
     @property
     def admitted(self) -> bool:
@@ -155,7 +181,9 @@ class PoolStore(ABC):
         amount: int,
         hold_id: str,
         expires_at: int,
-    ) -> Admission: ...
+        minimum: int | None = None,
+    ) -> Admission:
+        """Admit and hold (see the rules above); `minimum` makes a hard-mode reservation a floor one."""
 
     @abstractmethod
     async def settle(
@@ -164,13 +192,17 @@ class PoolStore(ABC):
         *,
         now: int,
         params: PoolParams,
-        soft: bool,
         hold_id: str,
         cost: int,
         ctx: Context = NO_CONTEXT,
+        usage: str | None = None,
     ) -> Change:
-        """Release the hold (if it has not expired) and charge `cost`. A charge not taken in full
-        gets the `forgiven_note` instead of ``ctx.note``."""
+        """Release the hold (if it has not expired) and charge `cost` in full. A charge beyond the
+        hold gets the `beyond_hold_note` (with ``ctx.note`` as its cause) instead of ``ctx.note``.
+
+        `usage` (a journaling store only): a usage record as JSON (`lumen.usage.recorder.usage_json`),
+        appended to the outbox in the same atomic step as the charge, even when nothing is charged.
+        """
 
     @abstractmethod
     async def release(self, principal: str, *, now: int, hold_id: str) -> None: ...
@@ -178,6 +210,17 @@ class PoolStore(ABC):
     @abstractmethod
     async def renew(self, principal: str, *, now: int, hold_id: str, expires_at: int) -> bool:
         """Move a live hold's expiry; False if it has already expired or been settled."""
+
+    async def renew_many(self, holds: Sequence[tuple[str, str]], *, now: int, expires_at: int) -> list[bool]:
+        """`renew` for each (principal, hold id), in order; a store may do it in one round trip.
+        A pool the store does not know counts as an expired hold."""
+        renewed: list[bool] = []
+        for principal, hold_id in holds:
+            try:
+                renewed.append(await self.renew(principal, now=now, hold_id=hold_id, expires_at=expires_at))
+            except PoolNotLoaded:
+                renewed.append(False)
+        return renewed
 
     @abstractmethod
     async def adjust(

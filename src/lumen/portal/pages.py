@@ -8,7 +8,7 @@ undefined names are errors, so a typo in a template fails its test instead of re
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from decimal import ROUND_DOWN, Decimal
+from decimal import ROUND_DOWN, ROUND_UP, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,8 @@ class NavLink:
 
 @dataclass(frozen=True, slots=True)
 class Balance:
-    """The coins a user can spend now, as the header and the home page show them."""
+    """The coins a user can spend now, as the header and the home page show them; below zero, the
+    coins the pool owes (requests that cost more than they had reserved), which refills pay first."""
 
     state: str
     """`limited`, `unlimited` or `blocked`."""
@@ -46,6 +47,8 @@ class Balance:
             return "Unlimited coins"
         if self.state == "blocked":
             return "No coins (blocked)"
+        if self.available_micro < 0:
+            return f"−{owed_coins(-self.available_micro)} coins (owed; refills pay it first)"
         return f"{coins(self.available_micro)} coins"
 
 
@@ -83,6 +86,12 @@ def nav_links(items: tuple[NavItem, ...], path: str, *, is_admin: bool) -> list[
 def coins(micro: int) -> str:
     """Micro-coins as coins with two decimals, rounded down (never show more than there is)."""
     value = (Decimal(micro) / 1_000_000).quantize(Decimal("0.01"), rounding=ROUND_DOWN)
+    return f"{value:,}"
+
+
+def owed_coins(micro: int) -> str:
+    """A debt in coins with two decimals, rounded up (never show less than is owed)."""
+    value = (Decimal(micro) / 1_000_000).quantize(Decimal("0.01"), rounding=ROUND_UP)
     return f"{value:,}"
 
 

@@ -109,6 +109,9 @@ class UsageRecordRow(Base):
     status: Mapped[int] = mapped_column(Integer)  # the HTTP status Lumen answered with
     finish_reason: Mapped[str | None] = mapped_column(String)
     error_code: Mapped[str | None] = mapped_column(String)
+    # Unique per record (migration 0010): a record written twice (a retried batch, the coin outbox
+    # drained again) is inserted once. None for rows from before 0010.
+    record_id: Mapped[str | None] = mapped_column(String)
 
     __table_args__ = (
         # Per-user usage pages and budget audits: one principal's rows in time order.
@@ -119,6 +122,7 @@ class UsageRecordRow(Base):
         Index("ix_usage_records_created_at", "created_at"),
         # One API key's usage (a project's keys, the usage page's key filter); migration 0009.
         Index("ix_usage_records_key_id_created_at", "key_id", "created_at"),
+        Index("uq_usage_records_record_id", "record_id", unique=True),
     )
 
 

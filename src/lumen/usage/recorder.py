@@ -19,8 +19,13 @@ Guarantees:
 - Crash (SIGKILL, power loss) loses at most what was not yet committed: the records of the last
   ``flush_interval`` (at most ``batch_size`` of them, since a full batch is flushed at once) plus
   the one batch in flight, or everything buffered if the database was already failing.
-- Delivery is at-least-once: if a commit succeeds but its acknowledgement is lost (the connection
-  drops at that instant), the batch is written again on retry.
+- Delivery is at-least-once, writing is idempotent: every record has a unique ``record_id``
+  (``usage_records.record_id``), and a record already in the table is skipped, so a batch written
+  again (its commit's acknowledgement was lost) adds nothing.
+
+With Redis, a request's record usually does not come here at all: `CoinBank.finish` puts it in
+the coin ledger outbox together with its charge (`usage_json`), and the outbox drainer writes it
+with `insert_usage`, so a killed process loses neither (see docs/coins.md).
 
 Counters for metrics (plain ints, monotonic): ``queued`` (records accepted by `record`),
 ``written``, ``dropped`` (buffer overflow, or recorded after close, or unwritten at close),
@@ -34,14 +39,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert
+import orjson
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from lumen.store.tables import usage_records
 from lumen.store.writebehind import FlushLoop
@@ -51,6 +59,10 @@ log = logging.getLogger(__name__)
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def new_record_id() -> str:
+    return os.urandom(16).hex()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,6 +86,8 @@ class UsageRecord:
     status: int
     finish_reason: str | None = None
     error_code: str | None = None
+    record_id: str = field(default_factory=new_record_id)
+    """Unique per record: writing a record twice (a retried batch, a re-drained outbox) adds one row."""
 
     def __post_init__(self) -> None:
         # Refuse here, with the caller on the stack, rather than at flush time in the background.
@@ -88,7 +102,63 @@ def _row(rec: UsageRecord) -> dict[str, Any]:
     return {name: getattr(rec, name) for name in _COLUMNS}
 
 
-def _is_data_error(exc: BaseException) -> bool:
+def usage_json(rec: UsageRecord) -> str:
+    """A record as one JSON object (for the coin ledger outbox); `usage_from_json` reads it back."""
+    return orjson.dumps(_row(rec)).decode()
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "request_id": (str,),
+    "principal": (str,),
+    "model": (str,),
+    "source": (str,),
+    "operation": (str,),
+    "record_id": (str,),
+    "key_id": (str, type(None)),
+    "endpoint": (str, type(None)),
+    "finish_reason": (str, type(None)),
+    "error_code": (str, type(None)),
+    "prompt_tokens": (int,),
+    "completion_tokens": (int,),
+    "cost_micro": (int,),
+    "status": (int,),
+    "estimated": (bool,),
+    "latency_ms": (int, float),
+    "ttft_ms": (int, float, type(None)),
+    "created_at": (str,),
+}
+
+
+def usage_from_json(value: Any) -> UsageRecord:
+    """The record `usage_json` wrote; ValueError for anything else."""
+    if not isinstance(value, dict) or set(value) != set(_COLUMNS):
+        raise ValueError(f"not a usage record: {value!r}")
+    for name, types in _TYPES.items():
+        item = value[name]
+        if not isinstance(item, types) or (isinstance(item, bool) and bool not in types):
+            raise ValueError(f"usage record field {name} is {item!r}")
+    try:
+        created_at = datetime.fromisoformat(value["created_at"])
+        return UsageRecord(**{**value, "created_at": created_at})
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"not a usage record: {value!r}") from exc
+
+
+async def insert_usage(conn: AsyncConnection, records: Iterable[UsageRecord]) -> int:
+    """Insert the records not yet in ``usage_records`` (by ``record_id``); returns how many were new."""
+    rows = [_row(r) for r in records]
+    if not rows:
+        return 0
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = (
+        dialect.insert(usage_records)
+        .on_conflict_do_nothing(index_elements=[usage_records.c.record_id])
+        .returning(usage_records.c.id)
+    )
+    return len((await conn.execute(stmt, rows)).all())
+
+
+def is_data_error(exc: BaseException) -> bool:
     """True when the values were refused (retrying cannot help), not when the database is unavailable."""
     if isinstance(exc, IntegrityError | DataError):
         return True
@@ -206,7 +276,7 @@ class UsageRecorder:
                 self.written += n
                 batch.clear()
             except Exception as exc:
-                if not _is_data_error(exc):
+                if not is_data_error(exc):
                     raise
                 await self._insert_one_by_one(batch)
         except Exception:
@@ -221,7 +291,7 @@ class UsageRecorder:
         # One statement for the whole batch (SQLAlchemy sends it as multi-row INSERTs) in one
         # transaction: one commit, one fsync, for up to batch_size requests.
         async with self._engine.begin() as conn:
-            await conn.execute(insert(usage_records), [_row(r) for r in records])
+            await insert_usage(conn, records)
 
     async def _insert_one_by_one(self, batch: deque[UsageRecord]) -> None:
         # Rare path: the batch held a record the database refuses. Pops each record once it is
@@ -231,7 +301,7 @@ class UsageRecorder:
             try:
                 await self._insert(deque((rec,)))
             except Exception as exc:
-                if not _is_data_error(exc):
+                if not is_data_error(exc):
                     raise
                 self.rejected += 1
                 log.error("usage record refused by the database, dropped: %r", rec, exc_info=True)

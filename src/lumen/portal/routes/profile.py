@@ -85,6 +85,10 @@ async def coin_facts(portal: Portal, user: PortalUser) -> Coins:
     available = view.available_micro
     if params.state != "limited":
         next_coin = "—"
+    elif available < 0:
+        # A debt (requests that cost more than they held): refills pay it before anything else.
+        paid = time_to_afford(view.balance_micro, view.reserved_micro, view.carry, params, 0)
+        next_coin = "No automatic refill" if paid is None else f"Debt paid in {duration_text(paid)}"
     elif view.balance_micro >= params.max_micro:
         next_coin = "Your pool is full"
     elif params.refresh_micro == 0:
