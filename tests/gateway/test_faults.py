@@ -85,16 +85,16 @@ def _inject(lumen: InProcess, scripted: Scripted, monkeypatch: pytest.MonkeyPatc
         monkeypatch.setattr(router, "lease", lease)
     elif stage == "settlement":
         bank = state.bank
-        original_settle = bank.settle
+        original_finish = bank.finish
         once = [True]
 
-        async def settle(*args: Any, **kwargs: Any) -> Any:
+        async def finish(*args: Any, **kwargs: Any) -> Any:
             if once[0]:
                 once[0] = False
                 await scripted.stage("settlement", blocks=False)
-            return await original_settle(*args, **kwargs)
+            return await original_finish(*args, **kwargs)
 
-        monkeypatch.setattr(bank, "settle", settle)
+        monkeypatch.setattr(bank, "finish", finish)
 
 
 async def _quiescent(lumen: InProcess) -> None:

@@ -23,7 +23,6 @@ from lumen.billing.bank import CoinBank, Reservation
 from lumen.billing.config import pool_resolver
 from lumen.billing.pools import PoolParams, PoolResolver
 from lumen.billing.prices import affordable_completion, cost_micro
-from lumen.errors import InsufficientQuota
 from lumen.gateway.spec import CallSpec
 from lumen.identity.principal import Principal
 from lumen.limits import Admission, EffectiveLimits, Limiter, LimitResolver, LimitSettings
@@ -118,13 +117,16 @@ class Gate:
         minimum = self._minimum(spec)
         held: list[Reservation] = []
         pools: list[tuple[str, PoolParams, str | None]] = []
+        # The ledger's charge rows say who (the key, or the user in the portal) and what.
+        who = f"key:{principal.key_id}" if principal.key_id is not None else principal.id
+        cause = f"{spec.op} {spec.model.name}"
         if principal.coin_cap_micro is not None and principal.key_id is not None:
             cap = principal.coin_cap_micro
             pools.append((f"key:{principal.key_id}", PoolParams("limited", cap, 0, cap), principal.id))
-        pools.append((principal.id, self.pool_params(principal.groups), principal.key_id))
+        pools.append((principal.id, self.pool_params(principal.groups), who))
         try:
             for pool, params, actor in pools:
-                reservation = await self._reserve(pool, amount, minimum, params, request_id, actor)
+                reservation = await self._reserve(pool, amount, minimum, params, request_id, actor, cause)
                 held.append(reservation)
                 amount = min(amount, reservation.amount_micro)
         except BaseException:
@@ -161,17 +163,17 @@ class Gate:
         params: PoolParams,
         request_id: str,
         actor: str | None,
+        cause: str,
     ) -> Reservation:
-        try:
-            return await self._bank.reserve(pool, amount, request_id=request_id, params=params, actor=actor)
-        except InsufficientQuota:
-            if minimum is None or minimum >= amount:
-                raise
-        # Not enough for the whole cap: hold what the pool has, if that pays for the minimum.
-        available = (await self._bank.balance(pool, params=params)).available_micro
-        if available < minimum:
-            return await self._bank.reserve(pool, amount, request_id=request_id, params=params, actor=actor)
-        return await self._bank.reserve(pool, available, request_id=request_id, params=params, actor=actor)
+        return await self._bank.reserve(
+            pool,
+            amount,
+            request_id=request_id,
+            params=params,
+            actor=actor,
+            cause=cause,
+            minimum_micro=None if minimum is None else min(minimum, amount),
+        )
 
     async def aclose(self) -> None:
         await self._limiter.aclose()

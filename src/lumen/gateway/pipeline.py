@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
@@ -172,11 +172,13 @@ class Pipeline:
         """The usage record of a request that ended before it was a call (a bad body, an unknown
         model, or `error=None`: cancelled meanwhile, 499): counted, never billed."""
         status = 499 if error is None else error.status
-        self.emit(_record(request_id, principal, model, op, source, started, error=error, status=status))
-
-    def emit(self, record: UsageRecord) -> None:
-        """Every usage record goes to the database and to the metrics (and the trace, if on)."""
+        record = _record(request_id, principal, model, op, source, started, error=error, status=status)
         self.recorder.record(record)
+        self.observe(record)
+
+    def observe(self, record: UsageRecord) -> None:
+        """Every usage record goes to the metrics (and the trace, if on); to the database it goes
+        with its charge (`CoinBank.finish`), or, for a refusal, through the recorder."""
         if self.traced():
             annotate(
                 model=record.model,
@@ -256,17 +258,14 @@ class Call:
         except Exception as exc:
             self._closed = True
             error = exc if isinstance(exc, LumenError) else unexpected_error(exc)
-            pipeline.emit(
-                _record(
-                    self.request_id,
-                    self.principal,
-                    self.spec.model.name,
-                    self.spec.op,
-                    self.source,
-                    self.started,
-                    error=error,
-                    status=error.status,
-                )
+            pipeline.record_refusal(
+                self.principal,
+                request_id=self.request_id,
+                op=self.spec.op,
+                model=self.spec.model.name,
+                error=error,
+                started=self.started,
+                source=self.source,
             )
             if error is exc and "x-ratelimit-limit-requests" not in error.headers:
                 error.headers.update(await pipeline.gate.peek_headers(self.principal, self.spec.model.name))
@@ -484,31 +483,31 @@ class Call:
         )
         ticket = self.ticket
         try:
-            if ticket is not None:
-                for reservation in ticket.reservations:
-                    await self._charge(reservation, cost)
+            await self._settle_and_record(ticket.reservations if ticket is not None else (), record)
         finally:
             self.record = record
-            pipeline.emit(record)
+            pipeline.observe(record)
             if self.on_record is not None:
                 self.on_record(record)
             if ticket is not None:
                 pipeline.closed += 1
                 await ticket.limits.release(prompt + completion if billable else 0)
 
-    async def _charge(self, reservation: Reservation, cost: int) -> None:
-        """Settles one hold, retrying a failed attempt: the charge is the one step of a call that
-        must not be given up (were it lost, the hold would expire and the answer go unbilled)."""
+    async def _settle_and_record(self, reservations: Sequence[Reservation], record: UsageRecord) -> None:
+        """Charges the holds and stores the usage record with the charge (`CoinBank.finish`),
+        retrying a failed attempt: it is the one step of a call that must not be given up. A retry
+        cannot charge twice: `finish` retires each hold before it charges it, so a second call only
+        stores the record, which `record_id` keeps single."""
         for delay in (*SETTLE_RETRY_DELAYS, None):
             try:
-                await self.pipeline.bank.settle(reservation, cost)
+                await self.pipeline.bank.finish(reservations, record)
                 return
             except (Exception, asyncio.CancelledError) as exc:
                 task = asyncio.current_task()
                 if isinstance(exc, asyncio.CancelledError) and task is not None:
                     task.uncancel()  # this task exists to finish the settlement
                 if delay is None:
-                    log.error("could not settle request %s; its hold expires", self.request_id, exc_info=exc)
+                    log.error("could not settle request %s", self.request_id, exc_info=exc)
                     return
                 log.warning("settling request %s failed (%r); retrying", self.request_id, exc)
                 await asyncio.sleep(delay)
