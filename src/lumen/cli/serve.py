@@ -60,10 +60,11 @@ def serve(
     import asyncio
 
     from lumen.cli.workers import supervise
+    from lumen.store.engine import prepare_data_dir
     from lumen.store.migrate import upgrade_database
 
     # Once, before forking: the workers then find the database current and start at once.
-    settings.server.data_dir.mkdir(parents=True, exist_ok=True)
+    prepare_data_dir(settings.server.data_dir)
     asyncio.run(upgrade_database(settings.database_url))
 
     def worker(index: int) -> None:
