@@ -18,6 +18,7 @@ import uvicorn
 import yaml
 
 from lumen.app import create_app
+from lumen.cli.serve import proxy_options
 from lumen.settings import Settings, load_settings
 from lumen.state import AppState
 
@@ -73,7 +74,9 @@ def running_lumen(
     port = sock.getsockname()[1]
     app = create_app(settings, config_path=config_path if reload else None, overrides=overrides)
     server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", lifespan="on", loop="asyncio", http="h11")
+        uvicorn.Config(
+            app, log_level="warning", lifespan="on", loop="asyncio", http="h11", **proxy_options(settings)
+        )
     )
     loop = asyncio.new_event_loop()
 

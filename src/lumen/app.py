@@ -42,7 +42,7 @@ from lumen.portal.app import Portal
 from lumen.reload import watch_config
 from lumen.settings import Settings, environment
 from lumen.state import AppState, configure_access
-from lumen.store.engine import create_engine
+from lumen.store.engine import create_engine, prepare_data_dir
 from lumen.store.migrate import upgrade_database
 from lumen.upstream.health import run_health_checks
 from lumen.upstream.http import new_session
@@ -140,7 +140,7 @@ async def _start(
     settings: Settings, config_path: Path | None, overrides: Mapping[str, Any]
 ) -> tuple[AppState, FirstStart | None]:
     data_dir = settings.server.data_dir
-    data_dir.mkdir(parents=True, exist_ok=True)
+    prepare_data_dir(data_dir)
     configured = settings.server.secret_key
     secret = configured.get_secret_value().encode() if configured else load_or_create_secret(data_dir)
     await upgrade_database(settings.database_url)

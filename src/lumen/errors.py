@@ -13,10 +13,16 @@
     ├── RateLimited                 429 rate_limit_exceeded
     ├── NoBackendAvailable          503 (no endpoint of the model can serve now)
     └── UpstreamError               502 a backend failed
-        ├── UpstreamConnectError    502 could not connect / connection reset (retryable)
-        ├── UpstreamTimeout         504 connect, first-token or between-chunk timeout (retryable)
+        ├── UpstreamConnectError    502 the connection broke (retryable)
+        │   └── UpstreamUnreachable 502 no connection at all: refused, unknown host, connect timeout
+        ├── UpstreamTimeout         504 first-token, between-chunk or request timeout (retryable)
         ├── UpstreamStatusError     the backend answered with an error status (5xx retryable)
         └── UpstreamProtocolError   502 the backend's answer was not valid OpenAI wire format
+            ├── UpstreamUnexpectedContent  a 200 that is not JSON / SSE (retryable: not serving)
+            └── UpstreamTooLarge    an answer (or one stream event) over the size cap
+
+An `UpstreamError`'s `message` is what callers see: it never names an address or quotes a
+backend's error page. Its `detail` is the full story, for logs and the admin pages only.
 
 The mapping to HTTP responses lives in one place, `lumen.api.errors`.
 """
@@ -125,17 +131,42 @@ class NoBackendAvailable(LumenError):
 
 
 class UpstreamError(LumenError):
-    """A backend failed. `retryable` errors before the first byte fail over to another endpoint."""
+    """A backend failed. `retryable` errors before the first byte fail over to another endpoint.
+
+    `message` goes to the caller and names no host, URL or address; `detail` (the message when
+    not given) says which endpoint failed and how, for logs and the admin pages.
+    """
 
     status = 502
     type = "server_error"
     code = "upstream_error"
     retryable = False
+    unreachable = False
+    """True when no connection to the backend could be made at all: the request never reached it."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        detail: str | None = None,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, param=param, code=code, headers=headers)
+        self.detail = detail or message
 
 
 class UpstreamConnectError(UpstreamError):
     code = "upstream_connection_error"
     retryable = True
+
+
+class UpstreamUnreachable(UpstreamConnectError):
+    """Connection refused, no route, an unknown host, a TLS failure or a connect timeout: the
+    backend is not there. When every endpoint of a model is unreachable the model is unavailable."""
+
+    unreachable = True
 
 
 class UpstreamTimeout(UpstreamError):
@@ -148,6 +179,20 @@ class UpstreamProtocolError(UpstreamError):
     code = "upstream_protocol_error"
 
 
+class UpstreamUnexpectedContent(UpstreamProtocolError):
+    """A success status with a body that is not JSON (or a stream that is not SSE): an HTML page
+    from a proxy or a web server in the backend's place. The endpoint is not serving, so this
+    fails over and marks it down like a 5xx."""
+
+    retryable = True
+
+
+class UpstreamTooLarge(UpstreamProtocolError):
+    """An answer, or one event of a stream, larger than Lumen accepts (`routing.max_response_bytes`,
+    `routing.max_event_bytes`). Another endpoint would most likely answer the same, so it is not
+    retried."""
+
+
 class EngineUnavailable(UpstreamError):
     status = 503
     code = "model_unavailable"
@@ -157,7 +202,8 @@ class UpstreamStatusError(UpstreamError):
     """The backend answered with a non-2xx status.
 
     4xx answers are the caller's fault (context too long, bad parameter): they reach the client
-    with the backend's status and message. 5xx answers become 502 and may fail over.
+    with the backend's status and a short, cleaned summary of its message. 5xx answers become 502
+    and may fail over.
     """
 
     def __init__(
@@ -168,8 +214,9 @@ class UpstreamStatusError(UpstreamError):
         error_type: str | None = None,
         param: str | None = None,
         code: str | None = None,
+        detail: str | None = None,
     ) -> None:
-        super().__init__(message, param=param, code=code)
+        super().__init__(message, param=param, code=code, detail=detail)
         self.upstream_status = upstream_status
         self.retryable = upstream_status >= 500 or upstream_status == 429
         if 400 <= upstream_status < 500 and upstream_status != 429:

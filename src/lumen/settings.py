@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import (
     Field,
+    IPvAnyNetwork,
     SecretStr,
     ValidationError,
     field_validator,
@@ -93,6 +94,11 @@ class ServerSettings(ConfigSection):
     """Log verbosity."""
     reload_interval: float = Field(default=1.0, ge=0)
     """Seconds between checks of the config file for changes (0 turns hot reload off)."""
+    trusted_proxies: list[IPvAnyNetwork] = Field(default_factory=list)
+    """Addresses or networks (`10.0.0.5`, `10.0.0.0/8`) of reverse proxies in front of Lumen. Only a
+    connection from one of them may name the client in `X-Forwarded-For` (and the scheme in
+    `X-Forwarded-Proto`); the client is the right-most address not in this list. Empty: the
+    connection's own address is the client's. Read at start."""
 
     @field_validator(
         "bootstrap_key", "secret_key", "metrics_token", "redis_url", "database_url", mode="before"
@@ -114,6 +120,10 @@ class RoutingSettings(ConfigSection):
     """Longest an endpoint stays down before it is tried again."""
     keepalive_interval: PositiveFloat = 15.0
     """Seconds between SSE keep-alive comments while a stream waits for its first token."""
+    max_response_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    """Largest non-streaming answer accepted from a backend; a larger one fails the request (502)."""
+    max_event_bytes: int = Field(default=1024 * 1024, ge=1024)
+    """Largest single event of a backend's stream; a larger one ends the stream with an error."""
 
 
 class LocalSettings(ConfigSection):

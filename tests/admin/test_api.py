@@ -114,27 +114,57 @@ ROUTES = [
 
 
 def test_authorization_matrix(lumen: RunningLumen) -> None:
-    """Every admin route refuses anonymous callers (401) and non-admin user and project keys
-    (403 admin_required); an admin key gets past authorization."""
+    """Every admin route refuses anonymous callers (401), non-admin user and project keys and an
+    administrator's keys not made for administration (403 admin_required); an admin key gets past
+    authorization."""
     with _admin(lumen) as api:
         user = api.post("/users", json={"email": "plain@example.edu"}).json()
         user_key = api.post("/keys", json={"user_id": user["id"]}).json()["key"]
         project = api.post("/projects", json={"name": "matrix", "owner_email": "plain@example.edu"}).json()
         project_key = api.post("/keys", json={"project_id": project["id"]}).json()["key"]
-    roles = {"anonymous": None, "user": user_key, "project": project_key, "admin": lumen.key}
-    expected = {"anonymous": 401, "user": 403, "project": 403}
+        me = next(u for u in api.get("/users").json() if u["is_admin"])
+        ordinary = api.post("/keys", json={"user_id": me["id"]}).json()["key"]
+        limited = api.post("/keys", json={"user_id": me["id"], "models": ["echo"]}).json()["key"]
+        second_admin_key = api.post("/keys", json={"user_id": me["id"], "admin": True}).json()["key"]
+    roles = {
+        "anonymous": None,
+        "user": user_key,
+        "project": project_key,
+        "administrator's ordinary key": ordinary,
+        "administrator's model-limited key": limited,
+        "admin": lumen.key,
+        "another admin key": second_admin_key,
+    }
+    expected = {"anonymous": 401}
     for role, key in roles.items():
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         for method, path in ROUTES:
             response = httpx.request(
                 method.upper(), lumen.url + "/api/admin" + path, headers=headers, json={}
             )
-            if role == "admin":
+            if "admin" in role.split():
                 assert response.status_code not in (401, 403), (role, method, path, response.text)
             else:
-                assert response.status_code == expected[role], (role, method, path, response.text)
+                assert response.status_code == expected.get(role, 403), (role, method, path, response.text)
                 if role != "anonymous":
                     assert response.json()["error"]["code"] == "admin_required"
+
+
+def test_admin_keys_are_for_administrators_only_and_never_model_limited(lumen: RunningLumen) -> None:
+    with _admin(lumen) as api:
+        me = next(u for u in api.get("/users").json() if u["is_admin"])
+        plain = api.post("/users", json={"email": "not-an-admin@example.edu"}).json()
+        for body, param in [
+            ({"user_id": me["id"], "admin": True, "models": ["echo"]}, "models"),
+            ({"user_id": plain["id"], "admin": True}, "admin"),
+        ]:
+            refused = api.post("/keys", json=body)
+            assert refused.status_code == 400, refused.text
+            assert refused.json()["error"]["param"] == param
+        created = api.post("/keys", json={"user_id": me["id"], "admin": True, "name": "ops"}).json()
+        assert created["admin"] is True
+        listed = {k["id"]: k["admin"] for k in api.get("/keys", params={"user_id": me["id"]}).json()}
+    assert listed[created["id"]] is True
 
 
 def test_openapi_schema_lists_every_route(lumen: RunningLumen) -> None:

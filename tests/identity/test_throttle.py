@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from lumen.identity.throttle import LoginThrottle
+from lumen.identity.throttle import ADDRESS_FACTOR, LoginThrottle
 from lumen.limits.memory import MemoryBackend
 from lumen.limits.redis_backend import RedisBackend
 from tests.limits.conftest import FakeClock, redis_url
@@ -28,6 +28,17 @@ async def test_failures_beyond_the_limit_are_refused_per_account_and_address() -
     assert await throttle.wait_seconds("ben@example.edu", "10.0.0.1") == 0
     clock.advance(wait)
     assert await throttle.wait_seconds("ann@example.edu", "10.0.0.1") == 0
+
+
+async def test_one_address_trying_many_accounts_is_slowed_too() -> None:
+    clock = FakeClock()
+    throttle = LoginThrottle(MemoryBackend(slot_ttl=60), lambda: 2, clock=clock)
+    for n in range(2 * ADDRESS_FACTOR):
+        assert await throttle.wait_seconds(f"user{n}@example.edu", "10.0.0.1") == 0
+        await throttle.failed(f"user{n}@example.edu", "10.0.0.1")
+    assert await throttle.wait_seconds("fresh@example.edu", "10.0.0.1") >= 1
+    # The accounts themselves are not locked: from another address they log in as usual.
+    assert await throttle.wait_seconds("user0@example.edu", "10.0.0.2") == 0
 
 
 @pytest.fixture

@@ -137,6 +137,31 @@ def test_a_refused_form_says_why_and_creates_nothing(
     assert lumen.run(store.list_keys(engine=lumen.state.engine, owner_kind="user", owner_id=user_id)) == []
 
 
+def test_an_administrator_makes_an_admin_key_on_the_keys_page(lumen: RunningLumen) -> None:
+    """Only an admin key opens the admin API; only administrators are offered one."""
+    email = f"a{uuid.uuid4().hex[:8]}@example.edu"
+    add_user(lumen, email, admin=True)
+    plain_email = f"p{uuid.uuid4().hex[:8]}@example.edu"
+    add_user(lumen, plain_email)
+    with client(lumen) as browser:
+        login(browser, email)
+        assert 'name="admin"' in browser.get("/profile/keys").text
+        ordinary = new_secret(create(browser, name="script"))
+        admin_page = create(browser, name="ops", admin="on")
+        admin = new_secret(admin_page)
+        limited = create(browser, name="ops", admin="on", models=["echo"])
+    assert limited.status_code == 400 and "cannot be limited to some models" in unescape(limited.text)
+    assert "admin key;" in admin_page.text
+    users = lumen.url + "/api/admin/users"
+    assert httpx.get(users, headers={"Authorization": f"Bearer {ordinary}"}).status_code == 403
+    assert httpx.get(users, headers={"Authorization": f"Bearer {admin}"}).status_code == 200
+    with client(lumen) as browser:
+        login(browser, plain_email)
+        assert 'name="admin"' not in browser.get("/profile/keys").text
+        refused = create(browser, name="sneaky", admin="on")
+    assert refused.status_code == 400 and "Only an administrator" in unescape(refused.text)
+
+
 def test_the_list_shows_usage_and_last_use_per_key(lumen: RunningLumen) -> None:
     user_id = add_user(lumen, "lou@example.edu")
     with client(lumen) as browser:

@@ -101,6 +101,43 @@ def test_failed_logins_are_throttled_per_account_and_address(tmp_path: Path) -> 
             assert login(other_browser, "ann@example.edu", PASSWORD).status_code == 303
 
 
+def _behind(lumen: RunningLumen, proxy: str, forwarded_for: str) -> httpx.Client:
+    """A browser whose requests reach Lumen through a proxy at `proxy` (a local address) that
+    names the client in X-Forwarded-For."""
+    browser = client(lumen, transport=httpx.HTTPTransport(local_address=proxy))
+    browser.headers["x-forwarded-for"] = forwarded_for
+    return browser
+
+
+def test_behind_a_trusted_proxy_an_attacker_slows_only_their_own_address(tmp_path: Path) -> None:
+    config = {
+        "server": {"trusted_proxies": ["127.0.0.2"]},
+        "models": [model("echo", ECHO)],
+        "portal": {"login_attempts_per_minute": 2},
+    }
+    with running_lumen(tmp_path, config) as lumen:
+        add_user(lumen, "ann@example.edu")
+        for n in range(3):
+            # What the attacker writes into the header left of the proxy's entry changes nothing.
+            with _behind(lumen, "127.0.0.2", f"10.9.9.{n}, 203.0.113.9") as attacker:
+                last = login(attacker, "ann@example.edu", f"guess {n} wrong")
+        assert last.status_code == 429
+        with _behind(lumen, "127.0.0.2", "198.51.100.7") as victim:
+            assert login(victim, "ann@example.edu").status_code == 303
+
+
+def test_forwarded_for_from_an_unlisted_address_is_ignored(tmp_path: Path) -> None:
+    config = {"models": [model("echo", ECHO)], "portal": {"login_attempts_per_minute": 2}}
+    with running_lumen(tmp_path, config) as lumen:
+        add_user(lumen, "ann@example.edu")
+        answers = []
+        for n in range(3):
+            # No trusted proxies: a made-up client address per attempt does not escape the throttle.
+            with _behind(lumen, "127.0.0.1", f"203.0.113.{n}") as attacker:
+                answers.append(login(attacker, "ann@example.edu", f"guess {n} wrong").status_code)
+    assert answers == [401, 401, 429]
+
+
 def test_only_local_paths_are_followed_after_login(lumen: RunningLumen) -> None:
     for target, expected in [("/x?y=1", "/x?y=1"), ("https://evil.example/", "/"), ("//evil.example", "/")]:
         with client(lumen) as browser:
@@ -138,9 +175,12 @@ def test_disabled_users_are_refused_and_their_sessions_end(lumen: RunningLumen) 
         refused = browser.get("/")
         assert refused.status_code == 403 and "Account disabled" in refused.text
         assert _session_rows(lumen) == 0
-        again = login(browser, "ann@example.edu")
-        assert again.status_code == 403 and "is disabled" in again.text
-        assert "lumen_session" not in _cookies(again)
+        # The right password and a wrong one are answered alike: a guess is never confirmed.
+        right, wrong = login(browser, "ann@example.edu"), login(browser, "ann@example.edu", "wrong guess!")
+        for again in (right, wrong):
+            assert again.status_code == 401 and "Wrong email or password." in again.text
+            assert "disabled" not in again.text
+            assert "lumen_session" not in _cookies(again)
 
 
 def test_secure_cookies_when_configured(tmp_path: Path) -> None:

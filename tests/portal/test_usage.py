@@ -139,6 +139,19 @@ def test_csv_export_has_every_request_of_the_period(cast: Cast) -> None:
     assert all(r["principal"] == f"user:{cast.ids['carol@example.edu']}" for r in rows)
 
 
+def test_only_administrators_export_the_endpoint_that_served(cast: Cast) -> None:
+    """An endpoint's label is its URL, which may name internal hosts."""
+    cast.chat("carol@example.edu")
+    with cast.session("carol@example.edu") as browser:
+        own = browser.get("/usage/export.csv", params={"period": "day"}).text
+    with cast.session("admin@localhost") as admin:
+        everyone = admin.get("/usage/export.csv", params={"period": "day", "who": "everyone"}).text
+    own_rows = list(csv.DictReader(io.StringIO(own)))
+    assert own_rows and "endpoint" not in own_rows[0] and "local:echo" not in own
+    admin_rows = list(csv.DictReader(io.StringIO(everyone)))
+    assert {r["endpoint"] for r in admin_rows} >= {"local:echo"}
+
+
 def test_spreadsheet_formulas_are_neutralised() -> None:
     assert _cell("=HYPERLINK(1)") == "'=HYPERLINK(1)" and _cell("@SUM(A1)") == "'@SUM(A1)"
     assert _cell("echo") == "echo" and _cell(12) == 12 and _cell(None) == ""

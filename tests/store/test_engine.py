@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -8,7 +10,7 @@ from sqlalchemy import Column, MetaData, Table, inspect, select, text
 from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from lumen.store.engine import create_engine, default_sqlite_url, normalize_database_url
+from lumen.store.engine import create_engine, default_sqlite_url, normalize_database_url, prepare_data_dir
 from lumen.store.tables import UTCDateTime
 
 
@@ -126,3 +128,41 @@ async def test_naive_datetimes_are_refused(sqlite_url: str) -> None:
             await _roundtrip(engine, datetime(2026, 1, 2, 3, 4, 5))
     finally:
         await engine.dispose()
+
+
+@pytest.fixture
+def usual_umask() -> Iterator[None]:
+    """The common umask (022), under which files are world-readable unless made otherwise."""
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+@pytest.mark.usefixtures("usual_umask")
+async def test_the_database_files_are_readable_by_their_owner_only(tmp_path: Path) -> None:
+    data_dir = tmp_path / "lumen-data"
+    engine = create_engine(default_sqlite_url(data_dir))
+    try:
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+            await conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+        files = {p.name: _mode(p) for p in data_dir.iterdir()}  # while open: with -wal and -shm
+    finally:
+        await engine.dispose()
+    assert files == {"lumen.db": 0o600, "lumen.db-wal": 0o600, "lumen.db-shm": 0o600}
+    assert _mode(data_dir) == 0o700
+
+
+@pytest.mark.usefixtures("usual_umask")
+async def test_an_existing_data_directory_and_database_are_narrowed(tmp_path: Path) -> None:
+    data_dir = tmp_path / "lumen-data"
+    data_dir.mkdir(mode=0o755)
+    (data_dir / "lumen.db").touch(mode=0o644)
+    prepare_data_dir(data_dir)
+    engine = create_engine(default_sqlite_url(data_dir))
+    await engine.dispose()
+    assert (_mode(data_dir), _mode(data_dir / "lumen.db")) == (0o700, 0o600)

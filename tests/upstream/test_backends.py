@@ -65,14 +65,24 @@ def test_connection_refused_fails_over(tmp_path: Path, fake: FakeUpstream) -> No
         assert len(fake.requests) == 2
 
 
-def test_every_endpoint_failing_gives_502_with_the_upstream_message(
+def test_no_answer_names_the_address_of_an_unreachable_backend(tmp_path: Path) -> None:
+    dead = _dead_url()
+    port = dead.split(":")[2].split("/")[0]
+    with running_lumen(tmp_path, _config(upstream(dead))) as lumen:
+        answers = [_post(lumen, CHAT), _post(lumen, {**CHAT, "stream": True})]
+    for answer in answers:
+        assert answer.status_code in (502, 503), answer.text
+        assert "127.0.0.1" not in answer.text and port not in answer.text and "http" not in answer.text
+
+
+def test_every_endpoint_failing_gives_502_with_a_summary_of_the_upstream_message(
     tmp_path: Path, fake: FakeUpstream
 ) -> None:
     fake.mode, fake.status = "status", 503
     with running_lumen(tmp_path, _config(upstream(fake.url))) as lumen:
         response = _post(lumen, CHAT)
         assert response.status_code == 502
-        assert response.json()["error"]["message"] == "fake failure 503"
+        assert response.json()["error"]["message"] == "The model backend failed (HTTP 503): fake failure 503"
         # Now the only endpoint is down: Lumen says so without calling it, naming the model.
         again = _post(lumen, CHAT)
     assert again.status_code == 503

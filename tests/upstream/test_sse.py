@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import pytest
+
+from lumen.errors import UpstreamTooLarge
 from lumen.upstream.sse import SSEDecoder
 
 
@@ -19,3 +22,11 @@ def test_comments_fields_and_crlf() -> None:
 
 def test_multiline_data_is_joined() -> None:
     assert SSEDecoder().feed(b"data: {\ndata: }\n\n") == [b"{\n}"]
+
+
+def test_an_event_over_the_cap_is_refused() -> None:
+    decoder = SSEDecoder(max_event_bytes=1024)
+    assert decoder.feed(b"data: " + b"x" * 1000 + b"\n\n") == [b"x" * 1000]
+    with pytest.raises(UpstreamTooLarge):
+        decoder.feed(b"data: " + b"y" * 600)
+        decoder.feed(b"y" * 600)  # still no blank line: the event only grows

@@ -1,7 +1,9 @@
 """The admin API: users, projects, keys and usage, for scripts and the admin pages.
 
-Every route needs an administrator's API key. Errors use the same envelope as /v1. The schema is
-served at /api/admin/openapi.json (no bundled Swagger page: it would load scripts from a CDN).
+Every route needs an administrator's admin key (a key created with `admin`; an administrator's
+other keys are ordinary ones) or an administrator's portal session. Errors use the same envelope
+as /v1. The schema is served at /api/admin/openapi.json (no bundled Swagger page: it would load
+scripts from a CDN).
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ SessionAuth = Callable[[Request], Awaitable[Principal | None]]
 
 
 async def require_admin(request: Request) -> Principal:
-    """An administrator's API key, or (without an Authorization header) an administrator's
+    """An administrator's admin key, or (without an Authorization header) an administrator's
     portal session; a state-changing call with a session must carry its X-CSRF-Token."""
     state: AppState = request.app.state.get_state()
     authorization = request.headers.get("authorization")
@@ -65,7 +67,10 @@ async def require_admin(request: Request) -> Principal:
     if principal is None:
         principal = await state.authenticate(authorization)
     if not principal.is_admin:
-        raise PermissionDenied("This needs an administrator's API key.", code="admin_required")
+        raise PermissionDenied(
+            "This needs an administrator's admin key (`lumen keys create --admin`) or portal session.",
+            code="admin_required",
+        )
     return principal
 
 
@@ -80,7 +85,7 @@ def build_admin_api(get_state: Callable[[], AppState], session_auth: SessionAuth
         redoc_url=None,
         openapi_url="/openapi.json",
         description="Administer a Lumen instance: users, projects, API keys and usage. "
-        "Authenticate with an administrator's API key: `Authorization: Bearer sk_...`.",
+        "Authenticate with an administrator's admin key: `Authorization: Bearer sk_...`.",
     )
 
     app.state.get_state = get_state
@@ -204,6 +209,14 @@ def build_admin_api(get_state: Callable[[], AppState], session_auth: SessionAuth
     async def create_key(principal: Admin, body: KeyCreate) -> KeyCreated:
         kind, owner_id = _owner(body.user_id, body.project_id)
         await existing_principal(body.user_id, body.project_id)  # 404 for an unknown owner
+        if body.admin and kind == "user":
+            owner = await store.get_user(engine=engine(), user_id=owner_id)
+            if not store.administers(
+                is_admin=owner.is_admin, email=owner.email, admins=get_state().settings.admins
+            ):
+                raise InvalidRequest(
+                    f"{owner.email} is not an administrator: an admin key needs one.", param="admin"
+                )
         expires = (
             body.expires_at.astimezone(UTC) if body.expires_at and body.expires_at.tzinfo else body.expires_at
         )
@@ -219,6 +232,7 @@ def build_admin_api(get_state: Callable[[], AppState], session_auth: SessionAuth
             models=body.models,
             created_by=_user_id(principal),
             coin_cap_micro=None if body.coin_cap is None else coins_to_micro(body.coin_cap),
+            admin=body.admin,
         )
         public = _key_public(key)
         await audited(principal, "key.create", f"key:{key.id}", public.model_dump(mode="json"))
@@ -398,4 +412,5 @@ def _key_public(key: store.ApiKey) -> KeyPublic:
         revoked_at=key.revoked_at,
         models=key.models,
         coin_cap=None if key.coin_cap_micro is None else _coins(key.coin_cap_micro),
+        admin=key.admin,
     )

@@ -63,6 +63,8 @@ class KeyCreate(_Body):
     models: list[str] | None = None
     coin_cap: Decimal | None = Field(default=None, ge=0, max_digits=16, decimal_places=6)
     """Most coins this key may ever spend (on top of its owner's pool)."""
+    admin: bool = False
+    """An admin key, the only kind that opens this API: for an administrator, without `models`."""
 
 
 class KeyPublic(BaseModel):
@@ -76,6 +78,7 @@ class KeyPublic(BaseModel):
     revoked_at: datetime | None
     models: list[str] | None
     coin_cap: Decimal | None = None
+    admin: bool = False
 
 
 class KeyCreated(KeyPublic):

@@ -142,6 +142,11 @@ def keys() -> None:
 )
 @click.option("--models", help="Comma-separated models the key may use (default: all the owner may use).")
 @click.option("--coin-cap", type=Decimal, help="Most coins this key may ever spend.")
+@click.option(
+    "--admin",
+    is_flag=True,
+    help="An admin key, for the admin API: only for an administrator, never limited to some models.",
+)
 @config_option
 @data_dir_option
 def keys_create(
@@ -151,6 +156,7 @@ def keys_create(
     expires: datetime | None,
     models: str | None,
     coin_cap: Decimal | None,
+    admin: bool,
     config: Path | None,
     data_dir: Path | None,
 ) -> None:
@@ -163,7 +169,12 @@ def keys_create(
 
     async def work(engine: AsyncEngine) -> tuple[store.ApiKey, str]:
         if user_email is not None:
-            kind, owner_id = "user", (await store.find_user(engine=engine, email=user_email)).id
+            user = await store.find_user(engine=engine, email=user_email)
+            kind, owner_id = "user", user.id
+            if admin and not store.administers(
+                is_admin=user.is_admin, email=user.email, admins=settings.admins
+            ):
+                raise click.ClickException(f"{user.email} is not an administrator: an admin key needs one")
         else:
             assert project_name is not None
             kind, owner_id = "project", (await store.find_project(engine=engine, name=project_name)).id
@@ -176,11 +187,14 @@ def keys_create(
             expires_at=expires.replace(tzinfo=UTC) if expires else None,
             models=model_list,
             coin_cap_micro=None if coin_cap is None else coins_to_micro(coin_cap),
+            admin=admin,
         )
 
     key, plain = with_database(settings, work)
+    kind = "admin key" if key.admin else "key"
     click.echo(
-        f"created key {key.id} ({key.hint}) for {user_email or project_name}; it is shown only now:", err=True
+        f"created {kind} {key.id} ({key.hint}) for {user_email or project_name}; it is shown only now:",
+        err=True,
     )
     click.echo(plain)
 
@@ -239,6 +253,7 @@ def keys_list(
                 "last used": when(k.last_used_at),
                 "expires": when(k.expires_at),
                 "revoked": when(k.revoked_at),
+                "admin": "yes" if k.admin else "",
             }
             for k in with_database(settings, work)
         ]

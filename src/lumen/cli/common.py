@@ -91,11 +91,11 @@ def secret_of(settings: Settings) -> bytes:
 
 def with_database(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
     """Runs `work` against the instance's (migrated) database; Lumen errors become CLI errors."""
-    from lumen.store.engine import create_engine
+    from lumen.store.engine import create_engine, prepare_data_dir
     from lumen.store.migrate import upgrade_database
 
     async def run() -> T:
-        settings.server.data_dir.mkdir(parents=True, exist_ok=True)
+        prepare_data_dir(settings.server.data_dir)
         await upgrade_database(settings.database_url)
         engine = create_engine(settings.database_url)
         try:

@@ -6,7 +6,7 @@ import socket
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -60,10 +60,11 @@ def serve(
     import asyncio
 
     from lumen.cli.workers import supervise
+    from lumen.store.engine import prepare_data_dir
     from lumen.store.migrate import upgrade_database
 
     # Once, before forking: the workers then find the database current and start at once.
-    settings.server.data_dir.mkdir(parents=True, exist_ok=True)
+    prepare_data_dir(settings.server.data_dir)
     asyncio.run(upgrade_database(settings.database_url))
 
     def worker(index: int) -> None:
@@ -106,10 +107,24 @@ def _serve(
             access_log=False,
             timeout_graceful_shutdown=30,
             lifespan="on",
+            **proxy_options(settings),
         )
     )
     # Server.run, not asyncio.run(server.serve()): only run() installs the uvloop event loop.
     server.run(sockets=[sock])
+
+
+def proxy_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's handling of X-Forwarded-For and X-Forwarded-Proto, from `server.trusted_proxies`.
+
+    Only a connection from a listed proxy may name the client; the client is then the right-most
+    address of X-Forwarded-For that is not a listed proxy (what the nearest trusted proxy saw;
+    everything left of it the client may have written itself). Without the setting the headers
+    are ignored: uvicorn's own default would trust any process on 127.0.0.1 to name the client,
+    and the login throttle counts failures per client address.
+    """
+    trusted = [str(network) for network in settings.server.trusted_proxies]
+    return {"proxy_headers": bool(trusted), "forwarded_allow_ips": trusted}
 
 
 def _raise_open_file_limit() -> None:

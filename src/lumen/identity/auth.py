@@ -21,7 +21,7 @@ from lumen.errors import AuthenticationFailed, PermissionDenied
 from lumen.identity import keys as key_material
 from lumen.identity.groups import GroupSettings, project_groups, user_groups
 from lumen.identity.principal import Principal
-from lumen.identity.store import KeyOwner, key_owner_by_hash, touch_keys
+from lumen.identity.store import KeyOwner, administers, key_owner_by_hash, touch_keys
 
 UNKNOWN = "Incorrect API key provided. You can create an API key under Profile → API Keys."
 NEGATIVE_CACHE_LIMIT = 10_000
@@ -86,7 +86,13 @@ class KeyAuthenticator:
         key = owner.key
         if key.owner_kind == "user":
             groups = user_groups(self._groups(), owner.name, owner.claims)
-            is_admin = owner.is_admin or owner.name in {a.lower() for a in self._admins()}
+            # Admin rights need an administrator's key made for administration: any other key
+            # of theirs (one handed to a script, one limited to a few models) is an ordinary one.
+            is_admin = (
+                key.admin
+                and key.models is None
+                and administers(is_admin=owner.is_admin, email=owner.name, admins=self._admins())
+            )
         else:
             groups, is_admin = project_groups(self._groups(), owner.name), False
         return Principal(

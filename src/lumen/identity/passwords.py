@@ -91,7 +91,7 @@ async def clear_password(*, engine: AsyncEngine, user_id: int) -> None:
 
 async def check_login(*, engine: AsyncEngine, email: str, password: str) -> User | None:
     """The user whose email and password these are, or None. Does not look at `disabled`: the
-    caller tells a disabled user so (after the password proved who they are)."""
+    caller refuses a disabled user exactly as a wrong password."""
     try:
         email = normalise_email(email)
     except InvalidRequest:

@@ -18,6 +18,8 @@ class Principal:
     groups: tuple[str, ...] = ()
     """The config groups the user or project is in."""
     is_admin: bool = False
+    """Administrator rights: a portal session of an administrator, or an administrator's admin
+    key (`ApiKey.admin`); never any other key."""
     models: frozenset[str] | None = field(default=None)
     """The key's model allow-list; None allows every model policy allows."""
     coin_cap_micro: int | None = None

@@ -11,6 +11,8 @@ import os
 import secrets
 from pathlib import Path
 
+from lumen.store.engine import prepare_data_dir
+
 SECRET_FILE = "secret-key"
 
 
@@ -20,7 +22,7 @@ def load_or_create_secret(data_dir: Path) -> bytes:
         value = path.read_text(encoding="utf-8").strip()
         if value:
             return value.encode()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    prepare_data_dir(data_dir)
     value = secrets.token_urlsafe(48)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

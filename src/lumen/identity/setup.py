@@ -1,5 +1,6 @@
-"""What the first start of an instance does: create the first administrator and a key for them,
-so that the printed curl example works at once, and a password for the portal's local login."""
+"""What the first start of an instance does: create the first administrator and an admin key for
+them, so that the printed curl example and the admin API work at once, and a password for the
+portal's local login."""
 
 from __future__ import annotations
 
@@ -46,7 +47,12 @@ async def prepare_identity(settings: Settings, *, engine: AsyncEngine, secret: b
         key = None
         if settings.server.bootstrap_key is None:
             _, key = await store.create_key(
-                engine=engine, secret=secret, owner_kind="user", owner_id=admin.id, name="first key"
+                engine=engine,
+                secret=secret,
+                owner_kind="user",
+                owner_id=admin.id,
+                name="first key",
+                admin=True,
             )
         password = None
         if settings.portal.enabled and settings.portal.local_login:
@@ -90,4 +96,5 @@ async def _register_bootstrap_key(
             owner_kind="user",
             owner_id=admin.id,
             name="bootstrap key (server.bootstrap_key)",
+            admin=True,
         )

@@ -63,6 +63,8 @@ class ApiKey:
     revoked_at: datetime | None
     models: list[str] | None
     coin_cap_micro: int | None
+    admin: bool = False
+    """Created for administration: only such a key of an administrator opens the admin API."""
 
     @property
     def principal(self) -> str:
@@ -218,10 +220,17 @@ async def create_key(
     models: list[str] | None = None,
     coin_cap_micro: int | None = None,
     created_by: int | None = None,
+    admin: bool = False,
 ) -> tuple[ApiKey, str]:
-    """Creates a key; returns it and its secret, which is shown once and never stored."""
+    """Creates a key; returns it and its secret, which is shown once and never stored. For an admin
+    key the caller has checked that the owner administers (`administers`)."""
     if owner_kind not in ("user", "project"):
         raise InvalidRequest("A key belongs to a user or a project.", param="owner_kind")
+    if admin and owner_kind != "user":
+        raise InvalidRequest("Only an administrator can have an admin key.", param="admin")
+    if admin and models is not None:
+        # A key handed out for a few models must never open the admin API.
+        raise InvalidRequest("An admin key cannot be limited to some models.", param="models")
     if expires_at is not None and expires_at <= _now():
         raise InvalidRequest("The expiry date is in the past.", param="expires_at")
     plain = key_material.new_key()
@@ -236,8 +245,14 @@ async def create_key(
         models=models,
         coin_cap_micro=coin_cap_micro,
         created_by=created_by,
+        admin=admin,
     )
     return key, plain
+
+
+def administers(*, is_admin: bool, email: str, admins: Iterable[str]) -> bool:
+    """Whether a user is an administrator: marked so, or listed in the config's `admins`."""
+    return is_admin or email.lower() in {a.lower() for a in admins}
 
 
 async def insert_key(
@@ -252,6 +267,7 @@ async def insert_key(
     models: list[str] | None = None,
     coin_cap_micro: int | None = None,
     created_by: int | None = None,
+    admin: bool = False,
 ) -> ApiKey:
     key_id = key_material.new_key_id()
     async with engine.begin() as conn:
@@ -268,6 +284,7 @@ async def insert_key(
                 models=models,
                 coin_cap_micro=coin_cap_micro,
                 created_by=created_by,
+                admin=admin,
             )
         )
     return await get_key(engine=engine, key_id=key_id)

@@ -10,10 +10,17 @@ read-then-write transaction racy. We disable that and send ``BEGIN`` ourselves w
 starts a transaction (the recipe from the SQLAlchemy SQLite dialect docs). A connection can ask for
 ``BEGIN IMMEDIATE`` (take the write lock up front) with the execution option
 ``SQLITE_BEGIN_OPTION`` (see `lumen.store.migrate`).
+
+The data directory and the database files hold every key hash, session and conversation: the
+directory is made 0700 (`prepare_data_dir`) and the SQLite files 0600, including the `-wal` and
+`-shm` files, which SQLite creates with the database file's own mode.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +38,40 @@ _DRIVERS = {
     "postgresql": "postgresql+asyncpg",
     "postgres": "postgresql+asyncpg",
 }
+
+
+log = logging.getLogger(__name__)
+
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
+
+
+def prepare_data_dir(data_dir: Path) -> None:
+    """Creates Lumen's data directory, or takes an existing one back, readable by its owner only."""
+    data_dir.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+    _narrow(data_dir, PRIVATE_DIR)
+
+
+def _narrow(path: Path, mode: int) -> None:
+    """`path` gets `mode` unless it has it; one that belongs to another user (a volume mounted
+    into a container, say) is left as it is, with a warning, rather than stopping the start."""
+    if path.stat().st_mode & 0o777 == mode:
+        return
+    try:
+        path.chmod(mode)
+    except PermissionError:
+        log.warning("cannot make %s mode %o: it belongs to another user", path, mode)
+
+
+def _private_sqlite_files(database: Path) -> None:
+    """The database file exists (empty) with mode 0600 before SQLite opens it, so its journal files
+    get the same mode; files of an existing database are narrowed to 0600."""
+    database.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE))
+    for path in (database, Path(f"{database}-wal"), Path(f"{database}-shm"), Path(f"{database}-journal")):
+        with contextlib.suppress(FileNotFoundError):
+            _narrow(path, PRIVATE_FILE)
 
 
 def default_sqlite_url(data_dir: Path) -> str:
@@ -96,7 +137,7 @@ def _create_sqlite_engine(url: URL, *, echo: bool, busy_timeout_ms: int) -> Asyn
     in_memory = database in ("", ":memory:") or url.query.get("mode") == "memory"
     if not in_memory and not database.startswith("file:"):
         # A newcomer's first start must not fail because the data directory does not exist yet.
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        _private_sqlite_files(Path(database).expanduser())
     engine = create_async_engine(url, echo=echo)
     _install_sqlite_events(engine, busy_timeout_ms=busy_timeout_ms)
     return engine

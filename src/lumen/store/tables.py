@@ -186,6 +186,8 @@ class ApiKeyRow(Base):
     models: Mapped[list[str] | None] = mapped_column(JSON)  # allow-list; None = every model
     coin_cap_micro: Mapped[int | None] = mapped_column(BigInteger)
     created_by: Mapped[int | None] = mapped_column(BigInteger)
+    # Made for administration: only such a key of an administrator opens the admin API (0012).
+    admin: Mapped[bool] = mapped_column(default=False, server_default=false())
 
     __table_args__ = (Index("ix_api_keys_owner", "owner_kind", "owner_id"),)
 

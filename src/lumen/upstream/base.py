@@ -31,6 +31,10 @@ class CallOptions:
     first_token_timeout: float = 120.0
     between_chunks_timeout: float = 60.0
     request_timeout: float = 600.0
+    max_response_bytes: int = 64 * 1024 * 1024
+    """`routing.max_response_bytes`: the largest non-streaming answer accepted."""
+    max_event_bytes: int = 1024 * 1024
+    """`routing.max_event_bytes`: the largest single event of a stream."""
     request_id: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
     """More headers for the upstream (the trace context when tracing is on)."""

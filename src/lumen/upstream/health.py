@@ -21,9 +21,10 @@ async def check_endpoint(endpoint: Endpoint, routing: RoutingSettings) -> bool:
     try:
         await endpoint.backend.probe()
     except UpstreamError as exc:
-        endpoint.record_failure(exc.message, backoff=routing.failure_backoff, max_backoff=routing.max_backoff)
+        # The detail (the endpoint's address, the backend's own words) is for the admin pages.
+        endpoint.record_failure(exc.detail, backoff=routing.failure_backoff, max_backoff=routing.max_backoff)
         if was_up:
-            log.warning("endpoint %s failed its health check: %s", endpoint.label, exc.message)
+            log.warning("endpoint %s failed its health check: %s", endpoint.label, exc.detail)
         ok = False
     else:
         if not was_up:

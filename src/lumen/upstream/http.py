@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -22,9 +23,13 @@ from lumen.errors import (
     UpstreamProtocolError,
     UpstreamStatusError,
     UpstreamTimeout,
+    UpstreamTooLarge,
+    UpstreamUnexpectedContent,
+    UpstreamUnreachable,
 )
 from lumen.upstream.base import JSON, CallOptions, Operation
 from lumen.upstream.sse import SSEDecoder
+from lumen.upstream.summary import summarise, token
 
 PATHS: dict[Operation, str] = {
     "chat.completions": "/chat/completions",
@@ -32,6 +37,10 @@ PATHS: dict[Operation, str] = {
     "embeddings": "/embeddings",
 }
 PROBE_TIMEOUT = 5.0
+PROBE_BYTES = 4 * 1024 * 1024
+"""The model list of a health check is read this far at most."""
+ERROR_BODY_BYTES = 64 * 1024
+"""An error answer is read this far and no further: only its message is wanted."""
 
 
 def new_session() -> aiohttp.ClientSession:
@@ -50,7 +59,7 @@ class OpenAIBackend:
     def __init__(self, session: aiohttp.ClientSession, base_url: str, api_key: str | None) -> None:
         self._session = session
         self._base = base_url.rstrip("/")
-        # What errors (seen by clients and logs) may show of the URL: no credentials, no query.
+        # What error details (logs, admin pages) may show of the URL: no credentials, no query.
         self._shown = shown_url(self._base)
         self._headers = {"Content-Type": "application/json", "User-Agent": "lumen"}
         if api_key:
@@ -73,21 +82,16 @@ class OpenAIBackend:
                 headers=self._request_headers(call),
                 timeout=timeout,
             ) as response:
-                raw = await response.read()
                 status = response.status
+                if status >= 400:
+                    raw = await _read_prefix(response, ERROR_BODY_BYTES)
+                else:
+                    raw = await _read_capped(response, call.max_response_bytes, self._shown)
         except Exception as exc:
             raise _translate(exc, self._shown) from exc
         if status >= 400:
-            raise status_error(status, raw)
-        try:
-            parsed = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamProtocolError(
-                f"The model backend sent a response that is not JSON: {raw[:200]!r}"
-            ) from exc
-        if not isinstance(parsed, dict):
-            raise UpstreamProtocolError("The model backend sent a JSON response that is not an object.")
-        return parsed
+            raise status_error(status, raw, self._shown)
+        return _json_object(raw, self._shown)
 
     async def open_stream(self, op: Operation, body: JSON, call: CallOptions) -> HTTPChunkStream:
         timeout = _timeout(None, call.connect_timeout)
@@ -103,12 +107,20 @@ class OpenAIBackend:
             raise _translate(exc, self._shown) from exc
         if response.status >= 400:
             try:
-                raw = await response.read()
+                raw = await _read_prefix(response, ERROR_BODY_BYTES)
             except Exception as exc:
                 raise _translate(exc, self._shown) from exc
             finally:
-                response.release()
-            raise status_error(response.status, raw)
+                response.close()
+            raise status_error(response.status, raw, self._shown)
+        if response.content_type != "text/event-stream":
+            # Closed, not released: whatever it is, it is not read.
+            response.close()
+            raise UpstreamUnexpectedContent(
+                "The model backend answered a streaming request with something that is not a stream.",
+                detail=f"{self._shown} answered a streaming request with HTTP {response.status} and "
+                f"Content-Type {response.content_type!r}",
+            )
         return HTTPChunkStream(response, call, self._shown)
 
     async def probe(self) -> None:
@@ -117,12 +129,16 @@ class OpenAIBackend:
             async with self._session.get(
                 self._base + "/models", headers=self._headers, timeout=timeout
             ) as resp:
-                raw = await resp.read()
                 status = resp.status
+                if status >= 400:
+                    raw = await _read_prefix(resp, ERROR_BODY_BYTES)
+                else:
+                    raw = await _read_capped(resp, PROBE_BYTES, self._shown)
         except Exception as exc:
             raise _translate(exc, self._shown) from exc
         if status >= 400:
-            raise status_error(status, raw)
+            raise status_error(status, raw, self._shown)
+        _json_object(raw, self._shown)  # a web server's "it works!" page is not a model server
 
     async def aclose(self) -> None:
         """The shared session belongs to the process, not to one backend."""
@@ -146,7 +162,7 @@ class HTTPChunkStream:
 
     async def batches(self) -> AsyncIterator[list[bytes]]:
         """The payloads of the events that arrived in each network read."""
-        decoder = SSEDecoder()
+        decoder = SSEDecoder(max_event_bytes=self._call.max_event_bytes)
         content = self._response.content
         wait = self._call.first_token_timeout
         try:
@@ -156,7 +172,8 @@ class HTTPChunkStream:
                         data = await content.readany()
                 except TimeoutError as exc:
                     raise UpstreamTimeout(
-                        f"The model backend sent nothing for {wait:g} seconds.", code="upstream_timeout"
+                        f"The model backend sent nothing for {wait:g} seconds.",
+                        detail=f"{self._base} sent nothing for {wait:g} seconds.",
                     ) from exc
                 except Exception as exc:
                     raise _translate(exc, self._base) from exc
@@ -190,20 +207,81 @@ def _timeout(total: float | None, connect: float) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=total, sock_connect=connect)
 
 
-def status_error(status: int, raw: bytes) -> UpstreamStatusError:
-    """The upstream's error, normalised into our envelope, keeping its message verbatim."""
+async def _read_capped(response: aiohttp.ClientResponse, cap: int, base: str) -> bytes:
+    """The whole body, refused (`UpstreamTooLarge`) as soon as it is known to exceed `cap` bytes."""
+
+    def too_large() -> UpstreamTooLarge:
+        response.close()  # the rest is never read: the connection cannot be reused
+        return UpstreamTooLarge(
+            f"The model backend's answer was larger than this server accepts ({cap:,} bytes).",
+            detail=f"{base} sent an answer of more than {cap:,} bytes (routing.max_response_bytes)",
+        )
+
+    if response.content_length is not None and response.content_length > cap:
+        raise too_large()
+    parts, size = [], 0
+    async for part in response.content.iter_any():
+        size += len(part)
+        if size > cap:
+            raise too_large()
+        parts.append(part)
+    return b"".join(parts)
+
+
+async def _read_prefix(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The first `limit` bytes of the body (all of a short one)."""
+    parts, size = [], 0
+    while size < limit:
+        part = await response.content.read(limit - size)
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+    return b"".join(parts)
+
+
+def _json_object(raw: bytes, base: str) -> JSON:
+    """A success answer's body, which must be a JSON object; anything else (an HTML page from a
+    proxy, a web server's default page) means the endpoint is not serving the API."""
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamUnexpectedContent(
+            "The model backend sent an answer that is not JSON.",
+            detail=f"{base} sent an answer that is not JSON: {raw[:300]!r}",
+        ) from exc
+    if not isinstance(parsed, dict):
+        raise UpstreamUnexpectedContent(
+            "The model backend sent a JSON answer that is not an object.",
+            detail=f"{base} sent a JSON answer that is not an object: {raw[:300]!r}",
+        )
+    return parsed
+
+
+def status_error(status: int, raw: bytes, base: str = "the model backend") -> UpstreamStatusError:
+    """The upstream's error status in our envelope: its JSON message summarised without addresses
+    (see `lumen.upstream.summary`), an HTML or text body not at all. The full body prefix is the
+    error's `detail`."""
     message, error_type, param, code = _error_fields(raw)
-    if not message:
-        message = f"The model backend answered with HTTP {status}."
-    return UpstreamStatusError(status, message, error_type=error_type, param=param, code=code)
+    summary = summarise(message)
+    caller_at_fault = 400 <= status < 500 and status != 429
+    if caller_at_fault:
+        shown = summary or f"The model backend refused the request (HTTP {status})."
+    else:
+        shown = f"The model backend failed (HTTP {status})" + (f": {summary}" if summary else ".")
+    detail = f"{base} answered HTTP {status}: {raw[:2000].decode('utf-8', 'replace')}"
+    return UpstreamStatusError(
+        status, shown, error_type=token(error_type), param=token(param), code=token(code), detail=detail
+    )
 
 
 def _error_fields(raw: bytes) -> tuple[str | None, str | None, str | None, str | None]:
+    """The message, type, param and code of an OpenAI-style error body; all None for anything
+    that is not JSON (a text or HTML page is never shown to callers)."""
     try:
         body: Any = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        plain = raw.decode("utf-8", "replace").strip()
-        return (plain[:500] or None), None, None, None
+        return None, None, None, None
     if not isinstance(body, dict):
         return None, None, None, None
     error = body.get("error", body)
@@ -230,13 +308,31 @@ def shown_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
+_CREDENTIALS = re.compile(r"(//)[^/@\s]*@|(\?)[^\s'\"]*")
+
+
 def _translate(exc: BaseException, base: str) -> UpstreamError:
+    """A library exception as an `UpstreamError`: a plain message for callers, the endpoint and
+    the library's own words (user info and query strings taken out) as the detail."""
     if isinstance(exc, UpstreamError):
         return exc
+    what = _CREDENTIALS.sub(lambda m: (m.group(1) or m.group(2)) + "***", f"{type(exc).__name__}: {exc}")
+    # Before TimeoutError: a connect timeout is one too, but nothing ever reached the backend.
+    if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
+        return UpstreamUnreachable(
+            "The model backend could not be reached.", detail=f"Could not connect to {base}: {what}"
+        )
     if isinstance(exc, TimeoutError):
-        return UpstreamTimeout(f"The model backend at {base} did not answer in time.")
+        return UpstreamTimeout(
+            "The model backend did not answer in time.", detail=f"{base} did not answer in time ({what})"
+        )
     if isinstance(exc, aiohttp.ClientPayloadError):
-        return UpstreamConnectError("The model backend's connection broke while sending the answer.")
+        return UpstreamConnectError(
+            "The model backend's connection broke while sending the answer.",
+            detail=f"The connection to {base} broke while it sent the answer: {what}",
+        )
     if isinstance(exc, aiohttp.ClientError | OSError):
-        return UpstreamConnectError(f"Could not reach the model backend at {base}: {type(exc).__name__}.")
+        return UpstreamConnectError(
+            "The connection to the model backend failed.", detail=f"The connection to {base} failed: {what}"
+        )
     raise exc

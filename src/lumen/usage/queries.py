@@ -193,9 +193,12 @@ EXPORT_COLUMNS = (
     "error_code",
     "latency_ms",
     "ttft_ms",
-    "endpoint",
 )
 """The columns of a CSV export, in order."""
+
+ADMIN_EXPORT_COLUMNS = (*EXPORT_COLUMNS, "endpoint")
+"""An administrator's export also says which endpoint served each request. Its label is the
+endpoint's URL, which may name internal hosts: nobody else sees it."""
 
 
 # --- statements (separate, so the plan test EXPLAINs exactly what the pages run) -----------------
@@ -246,9 +249,9 @@ def export_statement(
     until: datetime | None = None,
     before: tuple[datetime, int] | None = None,
     batch: int = 1000,
+    columns: Sequence[str] = EXPORT_COLUMNS,
 ) -> Select[Any]:
-    columns = [_c[name] for name in EXPORT_COLUMNS] + [_c.id]
-    query = select(*columns).where(*_conditions(scope, since, until))
+    query = select(*(_c[name] for name in columns), _c.id).where(*_conditions(scope, since, until))
     if before is not None:
         query = query.where(_before(*before))
     return query.order_by(_c.created_at.desc(), _c.id.desc()).limit(batch)
@@ -355,15 +358,17 @@ async def export_rows(
     since: datetime | None,
     until: datetime | None = None,
     batch: int = 1000,
+    columns: Sequence[str] = EXPORT_COLUMNS,
 ) -> AsyncIterator[list[dict[str, Any]]]:
     """Every matching record, newest first, in lists of up to `batch` rows, read by keyset pages
     (one short query each, no transaction held open for the whole download: a slow client keeps no
-    database connection busy between pages)."""
+    database connection busy between pages). `columns`: `EXPORT_COLUMNS` or, for administrators,
+    `ADMIN_EXPORT_COLUMNS`."""
     if scope.empty:
         return
     before: tuple[datetime, int] | None = None
     while True:
-        query = export_statement(scope, since, until, before, batch)
+        query = export_statement(scope, since, until, before, batch, columns)
         async with engine.connect() as conn:
             rows = [row._asdict() for row in await conn.execute(query)]
         if not rows:

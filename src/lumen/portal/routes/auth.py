@@ -1,8 +1,11 @@
 """Logging in (email and password, or OIDC) and out.
 
 A login always makes a new session (and ends the one the browser had), so a session id planted
-before login is worthless. The login form, posted before any session exists, is protected by a
-double-submit token: a random value in an HttpOnly cookie and in the form.
+before login is worthless. Failed password logins are throttled per client address
+(`lumen.identity.throttle`); the address is the one uvicorn puts in the scope, which is the
+client's as named by a trusted proxy (`server.trusted_proxies`). The login form, posted before
+any session exists, is protected by a double-submit token: a random value in an HttpOnly cookie
+and in the form.
 """
 
 from __future__ import annotations
@@ -100,7 +103,9 @@ async def login(
             headers={"retry-after": str(seconds)},
         )
     user = await check_login(engine=portal.state.engine, email=email, password=password)
-    if user is None:
+    if user is None or user.disabled:
+        # A disabled account answers its right password like a wrong one: the page must not
+        # confirm a guessed password of an account that cannot log in anyway.
         await throttle.failed(email, address)
         return await _login_page(
             request, portal, target, email=email, error="Wrong email or password.", status_code=401

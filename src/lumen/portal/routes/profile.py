@@ -151,6 +151,8 @@ class KeyForm:
     expires: str = ""
     models: tuple[str, ...] = ()
     coin_cap: str = ""
+    admin: bool = False
+    """An admin key (offered to administrators on their own keys page only)."""
 
     @classmethod
     def read(cls, data: FormData) -> KeyForm:
@@ -159,6 +161,7 @@ class KeyForm:
             expires=str(data.get("expires") or "").strip(),
             models=tuple(str(m) for m in data.getlist("models")),
             coin_cap=str(data.get("coin_cap") or "").strip(),
+            admin=data.get("admin") == "on",
         )
 
     def check_name(self) -> None:
@@ -184,6 +187,8 @@ class KeysPage:
     created: CreatedKey | None = None
     revoked: str = ""
     today: str = ""
+    admin_keys: bool = False
+    """Whether the form offers admin keys (to administrators)."""
     name_max: int = NAME_MAX
 
 
@@ -239,6 +244,7 @@ async def _keys_page(
         created=created,
         revoked=revoked if any(r.key.id == revoked and r.state == "revoked" for r in rows) else "",
         today=datetime.now(UTC).date().isoformat(),
+        admin_keys=user.is_admin,
     )
     return await portal.render(
         request, "keys.html", title="API keys", user=user, page=page, status_code=status
@@ -303,6 +309,8 @@ async def create_key(request: Request, user: CurrentUser, portal: PortalDep) -> 
         expires_at = _expiry(form.expires)
         cap = _coin_cap(form.coin_cap)
         models = _models(form.models, allowed)
+        if form.admin and not user.is_admin:
+            raise InvalidRequest("Only an administrator can create an admin key.", param="admin")
         key, secret = await store.create_key(
             engine=portal.state.engine,
             secret=portal.state.authenticator.secret,
@@ -313,6 +321,7 @@ async def create_key(request: Request, user: CurrentUser, portal: PortalDep) -> 
             models=models,
             created_by=user.id,
             coin_cap_micro=cap,
+            admin=form.admin,
         )
     except InvalidRequest as exc:
         return await _keys_page(request, user, portal, form=form, error=exc.message, status=400)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -629,8 +629,10 @@ def _cell(value: Any) -> Any:
     return value
 
 
-async def _csv(state: AppState, rows: AsyncIterator[list[dict[str, Any]]]) -> AsyncIterator[str]:
-    header = [*queries.EXPORT_COLUMNS, "cost_coins", "who", "outcome"]
+async def _csv(
+    state: AppState, rows: AsyncIterator[list[dict[str, Any]]], columns: Sequence[str]
+) -> AsyncIterator[str]:
+    header = [*columns, "cost_coins", "who", "outcome"]
     names: dict[str, str] = {}
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -644,7 +646,7 @@ async def _csv(state: AppState, rows: AsyncIterator[list[dict[str, Any]]]) -> As
             names.update(await principal_names(state, unknown))
         for row in batch:
             cost = Decimal(row["cost_micro"]) / 1_000_000
-            values = [_cell(row[c]) for c in queries.EXPORT_COLUMNS]
+            values = [_cell(row[c]) for c in columns]
             outcome = outcome_label(row["status"], row["error_code"])
             writer.writerow([*values, format(cost, "f"), _cell(names[row["principal"]]), outcome])
         yield buffer.getvalue()
@@ -658,10 +660,12 @@ async def usage_export(request: Request, user: CurrentUser, portal: PortalDep) -
     choice = Choice.parse(request.query_params)
     scope = await resolve_scope(state, user, choice)
     since, _ = queries.window(choice.period, datetime.now(UTC))
-    rows = queries.export_rows(engine=state.engine, scope=scope.usage, since=since)
+    # Endpoint labels (URLs of internal hosts) are for administrators only.
+    columns = queries.ADMIN_EXPORT_COLUMNS if user.is_admin else queries.EXPORT_COLUMNS
+    rows = queries.export_rows(engine=state.engine, scope=scope.usage, since=since, columns=columns)
     filename = f"lumen-usage-{choice.who}-{choice.period}-{datetime.now(UTC):%Y%m%d}.csv"
     return StreamingResponse(
-        _csv(state, rows),
+        _csv(state, rows, columns),
         media_type="text/csv; charset=utf-8",
         headers={"content-disposition": f'attachment; filename="{filename}"'},
     )
