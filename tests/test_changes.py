@@ -46,7 +46,7 @@ async def listening(redis_url: str, channel: str) -> AsyncIterator[tuple[ChangeB
     # Named, so that a test can cut this connection and no other.
     bus = ChangeBus(apply, redis=Redis.from_url(redis_url, client_name=channel), channel=channel)
     task = asyncio.create_task(bus.run())
-    await asyncio.wait_for(bus.wait_subscribed(), 10)
+    await asyncio.wait_for(bus.wait_live(), 10)
     seen.clear()  # subscribing applies ALL once; the tests look at what follows
     try:
         yield bus, seen
@@ -61,14 +61,14 @@ async def test_without_redis_a_change_is_applied_here_only() -> None:
     bus = ChangeBus(apply)
     await bus.publish(Change.ACCESS, "user:7")
     assert seen == [(Change.ACCESS, "user:7")]
-    assert not bus.pushed
+    assert not bus.live
 
 
 async def test_another_process_applies_a_published_change(
     listening: tuple[ChangeBus, Seen], redis_url: str, channel: str
 ) -> None:
     other, other_seen = listening
-    assert other.pushed
+    assert other.live
     seen, apply = recorder()
     publisher = ChangeBus(apply, redis=Redis.from_url(redis_url), channel=channel)
     try:
@@ -118,5 +118,5 @@ async def test_a_lost_subscription_comes_back_and_drops_every_cache(
     finally:
         await admin.aclose()
     await eventually(lambda: (Change.ALL, None) in seen)
-    await asyncio.wait_for(bus.wait_subscribed(), 10)
-    assert bus.pushed
+    await asyncio.wait_for(bus.wait_live(), 10)
+    assert bus.live

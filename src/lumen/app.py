@@ -19,6 +19,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
 from lumen.access.resolver import AccessResolver
+from lumen.actions import commands
 from lumen.admin.api import build_admin_api
 from lumen.api import v1
 from lumen.api.errors import handle_http_exception, handle_lumen_error, handle_unexpected
@@ -28,7 +29,7 @@ from lumen.billing.bank import CoinBank
 from lumen.billing.memory import MemoryPoolStore
 from lumen.billing.redis_store import RedisPoolStore, redis_client
 from lumen.billing.store import PoolStore
-from lumen.changes import Change, ChangeBus
+from lumen.changes import Change, ChangeBus, ChangeLog
 from lumen.errors import LumenError
 from lumen.identity.auth import KeyAuthenticator
 from lumen.identity.secret import load_or_create_secret
@@ -68,15 +69,24 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         state, first_start = await _start(settings, config_path, overrides or {})
         app.state.lumen = state
+        change_log = ChangeLog(state.engine)
         tasks = [
             asyncio.create_task(run_health_checks(state.registry, lambda: state.settings.routing)),
             asyncio.create_task(_flush_key_use(state)),
             asyncio.create_task(_expire_access(state)),
             asyncio.create_task(state.changes.run()),
+            asyncio.create_task(
+                commands.keep_beating(
+                    state.engine,
+                    state.changes.origin,
+                    holds_coins=_holds_coins(settings),
+                    change_log=change_log,
+                )
+            ),
         ]
         with contextlib.suppress(TimeoutError):
-            # Serve with pushed invalidation from the first request when Redis answers quickly.
-            await asyncio.wait_for(state.changes.wait_subscribed(), SUBSCRIBE_WAIT_SECONDS)
+            # Serve with pushed (or polled) invalidation from the first request when it starts quickly.
+            await asyncio.wait_for(state.changes.wait_live(), SUBSCRIBE_WAIT_SECONDS)
         if config_path is not None and settings.server.reload_interval > 0:
             tasks.append(asyncio.create_task(watch_config(state)))
         # Everything built so far lives as long as the process: moving it out of the collector's
@@ -182,9 +192,17 @@ async def _start(
         state.apply_change,
         redis=Redis.from_url(redis_url.get_secret_value()) if redis_url is not None else None,
         channel=settings.server.redis_prefix + "changes",
+        log=ChangeLog(engine),
     )
     await state.gate.reload_limit_overrides(engine)
+    # Before the first request: from now on `lumen coins` hands its commands to this process.
+    await commands.beat(engine, state.changes.origin, holds_coins=_holds_coins(settings))
     return state, first_start
+
+
+def _holds_coins(settings: Settings) -> bool:
+    """Without Redis the balances live in this process's memory (`pool_store`)."""
+    return settings.server.redis_url is None
 
 
 def limiter_settings(settings: Settings) -> LimiterSettings:
@@ -240,6 +258,8 @@ async def _flush_key_use(state: AppState) -> None:
 
 
 async def _stop(state: AppState) -> None:
+    with contextlib.suppress(SQLAlchemyError):
+        await commands.forget(state.engine, state.changes.origin)
     await state.changes.aclose()
     await state.gate.aclose()
     await state.recorder.aclose()

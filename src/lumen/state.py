@@ -13,6 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 
 from lumen.access.resolver import AccessResolver
+from lumen.actions import commands
+from lumen.actions.faces import server_services
 from lumen.api.gate import Gate
 from lumen.api.proxy import Proxy
 from lumen.changes import Change, ChangeBus
@@ -62,12 +64,18 @@ class AppState:
 
     def cache_seconds(self) -> float:
         """How long cached keys and access decisions are trusted: long while other processes'
-        changes arrive by push, short otherwise."""
+        changes reach this one (pushed through Redis, or polled from the change log), short
+        otherwise."""
         server = self.settings.server
-        return server.redis_cache_seconds if self.changes.pushed else server.auth_cache_seconds
+        return server.redis_cache_seconds if self.changes.live else server.auth_cache_seconds
 
     async def apply_change(self, change: Change, principal: str | None) -> None:
-        """Drops what `change` makes stale in this process's caches."""
+        """Drops what `change` makes stale in this process's caches; carries out a coin command
+        when this process holds the balances (no Redis)."""
+        if change is Change.COINS:
+            if principal is not None and principal.isdigit() and self.settings.server.redis_url is None:
+                await commands.execute(self.engine, int(principal), server_services(self).coins)
+            return
         if change in (Change.KEYS, Change.ALL):
             self.authenticator.invalidate()
         if change in (Change.ACCESS, Change.ALL):

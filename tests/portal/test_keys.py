@@ -236,7 +236,7 @@ def test_a_revocation_in_the_page_reaches_another_process(tmp_path: Path, redis_
         ):
             add_user(first, "una@example.edu")
             for running in (first, second):
-                running.run(running.state.changes.wait_subscribed())
+                running.run(running.state.changes.wait_live())
             with client(first) as browser:
                 login(browser, "una@example.edu")
                 secret = new_secret(create(browser, name="shared"))

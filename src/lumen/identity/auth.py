@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from lumen.errors import AuthenticationFailed, PermissionDenied
 from lumen.identity import keys as key_material
-from lumen.identity.groups import GroupSettings, project_groups, user_groups
+from lumen.identity.groups import GroupSettings, member_groups
 from lumen.identity.principal import Principal
 from lumen.identity.store import KeyOwner, key_owner_by_hash, touch_keys
 
@@ -84,11 +84,10 @@ class KeyAuthenticator:
 
     def _principal(self, owner: KeyOwner) -> Principal:
         key = owner.key
-        if key.owner_kind == "user":
-            groups = user_groups(self._groups(), owner.name, owner.claims)
-            is_admin = owner.is_admin or owner.name in {a.lower() for a in self._admins()}
-        else:
-            groups, is_admin = project_groups(self._groups(), owner.name), False
+        groups = member_groups(self._groups(), kind=key.owner_kind, name=owner.name, claims=owner.claims)
+        is_admin = key.owner_kind == "user" and (
+            owner.is_admin or owner.name in {a.lower() for a in self._admins()}
+        )
         return Principal(
             id=key.principal,
             kind=key.owner_kind,
