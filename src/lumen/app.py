@@ -13,6 +13,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -29,7 +30,7 @@ from lumen.billing.bank import CoinBank
 from lumen.billing.memory import MemoryPoolStore
 from lumen.billing.redis_store import RedisPoolStore, redis_client
 from lumen.billing.store import PoolStore
-from lumen.changes import Change, ChangeBus, ChangeLog
+from lumen.changes import Change, ChangeBus, ChangeLog, Heartbeat
 from lumen.errors import LumenError
 from lumen.identity.auth import KeyAuthenticator
 from lumen.identity.secret import load_or_create_secret
@@ -69,20 +70,12 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         state, first_start = await _start(settings, config_path, overrides or {})
         app.state.lumen = state
-        change_log = ChangeLog(state.engine)
         tasks = [
             asyncio.create_task(run_health_checks(state.registry, lambda: state.settings.routing)),
             asyncio.create_task(_flush_key_use(state)),
             asyncio.create_task(_expire_access(state)),
             asyncio.create_task(state.changes.run()),
-            asyncio.create_task(
-                commands.keep_beating(
-                    state.engine,
-                    state.changes.origin,
-                    holds_coins=_holds_coins(settings),
-                    change_log=change_log,
-                )
-            ),
+            asyncio.create_task(state.heartbeat.run(every_minute=lambda: _prune(state.engine))),
         ]
         with contextlib.suppress(TimeoutError):
             # Serve with pushed (or polled) invalidation from the first request when it starts quickly.
@@ -195,14 +188,16 @@ async def _start(
         log=ChangeLog(engine),
     )
     await state.gate.reload_limit_overrides(engine)
-    # Before the first request: from now on `lumen coins` hands its commands to this process.
-    await commands.beat(engine, state.changes.origin, holds_coins=_holds_coins(settings))
+    # Before the first request: from now on `lumen` commands see this process (without Redis,
+    # they hand it their coin commands and wait for it to apply their changes).
+    state.heartbeat = Heartbeat(engine, state.changes.origin, local_state=redis_url is None)
+    await state.heartbeat.beat()
     return state, first_start
 
 
-def _holds_coins(settings: Settings) -> bool:
-    """Without Redis the balances live in this process's memory (`pool_store`)."""
-    return settings.server.redis_url is None
+async def _prune(engine: AsyncEngine) -> None:
+    await ChangeLog(engine).prune()
+    await commands.prune(engine)
 
 
 def limiter_settings(settings: Settings) -> LimiterSettings:
@@ -259,7 +254,7 @@ async def _flush_key_use(state: AppState) -> None:
 
 async def _stop(state: AppState) -> None:
     with contextlib.suppress(SQLAlchemyError):
-        await commands.forget(state.engine, state.changes.origin)
+        await state.heartbeat.stop()
     await state.changes.aclose()
     await state.gate.aclose()
     await state.recorder.aclose()

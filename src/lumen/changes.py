@@ -19,6 +19,11 @@ How the other processes learn of it:
 
 While changes arrive this way (`live`), cached entries live `server.redis_cache_seconds`, the
 safety net for changes written straight into the database; otherwise `server.auth_cache_seconds`.
+
+Every serving process keeps a heartbeat row (`process_heartbeats`, `Heartbeat`). A polling
+process writes there the newest change it has applied, so a `lumen` command on the host waits
+until every running server has applied its change (`ChangeLog.wait_read`) before it reports it
+done: the CLI never reports a state the servers do not use yet.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -35,11 +41,11 @@ from enum import StrEnum
 import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from lumen.store.tables import change_log
+from lumen.store.tables import change_log, process_heartbeats
 
 log = logging.getLogger(__name__)
 RECONNECT_SECONDS = (0.1, 0.5, 1.0, 2.0)
@@ -51,6 +57,11 @@ GAP_SECONDS = 10.0
 MAX_GAPS = 1_000
 KEEP_SECONDS = 3600.0
 """How long rows stay in the change log (`ChangeLog.prune`)."""
+HEARTBEAT_SECONDS = 2.0
+STALE_SECONDS = 10.0
+"""A heartbeat older than this is a process that died without deleting its row."""
+READ_WAIT_SECONDS = 5.0
+"""How long a `lumen` command waits for the running servers to apply its change."""
 
 
 class Change(StrEnum):
@@ -123,6 +134,99 @@ class ChangeLog:
         async with self._engine.begin() as conn:
             await conn.execute(delete(change_log).where(change_log.c.created_at < cutoff))
 
+    async def mark_read(self, origin: str, up_to: int) -> None:
+        """Says that the process `origin` has applied every change up to id `up_to`."""
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(process_heartbeats)
+                .where(process_heartbeats.c.origin == origin, process_heartbeats.c.seen_change < up_to)
+                .values(seen_change=up_to)
+            )
+
+    async def wait_read(self, up_to: int, *, seconds: float = READ_WAIT_SECONDS) -> bool:
+        """Waits until every running process that polls has applied the changes up to `up_to`;
+        False when one has not within `seconds`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while True:
+            fresh = datetime.now(UTC) - timedelta(seconds=STALE_SECONDS)
+            behind = (
+                select(process_heartbeats.c.origin)
+                .where(
+                    process_heartbeats.c.local_state.is_(True),
+                    process_heartbeats.c.beat_at >= fresh,
+                    process_heartbeats.c.seen_change < up_to,
+                )
+                .limit(1)
+            )
+            async with self._engine.connect() as conn:
+                if (await conn.execute(behind)).first() is None:
+                    return True
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+
+
+class Heartbeat:
+    """This process's row in `process_heartbeats`: written at start and every
+    `HEARTBEAT_SECONDS`, deleted on a clean stop."""
+
+    def __init__(self, engine: AsyncEngine, origin: str, *, local_state: bool) -> None:
+        self._engine = engine
+        self._origin = origin
+        self._local_state = local_state
+
+    async def beat(self) -> None:
+        now = datetime.now(UTC)
+        async with self._engine.begin() as conn:
+            found = await conn.execute(
+                update(process_heartbeats)
+                .where(process_heartbeats.c.origin == self._origin)
+                .values(beat_at=now)
+            )
+            if found.rowcount == 0:
+                await conn.execute(
+                    insert(process_heartbeats).values(
+                        origin=self._origin,
+                        pid=os.getpid(),
+                        host=socket.gethostname(),
+                        started_at=now,
+                        beat_at=now,
+                        local_state=self._local_state,
+                        seen_change=0,
+                    )
+                )
+            # The rows of processes that died without a clean stop.
+            gone = now - timedelta(seconds=STALE_SECONDS * 6)
+            await conn.execute(delete(process_heartbeats).where(process_heartbeats.c.beat_at < gone))
+
+    async def run(self, *, every_minute: Callable[[], Awaitable[None]]) -> None:
+        """Beats until cancelled; runs `every_minute` (the pruning of old rows) about once a minute."""
+        beats = 0
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            beats += 1
+            try:
+                await self.beat()
+                if beats % int(60 / HEARTBEAT_SECONDS) == 0:
+                    await every_minute()
+            except SQLAlchemyError:
+                log.warning("could not write this process's heartbeat; trying again", exc_info=True)
+
+    async def stop(self) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(delete(process_heartbeats).where(process_heartbeats.c.origin == self._origin))
+
+
+async def local_server_runs(engine: AsyncEngine) -> bool:
+    """Whether a running server keeps its state locally (no Redis; its heartbeat is fresh)."""
+    fresh = datetime.now(UTC) - timedelta(seconds=STALE_SECONDS)
+    query = select(process_heartbeats.c.origin).where(
+        process_heartbeats.c.local_state.is_(True), process_heartbeats.c.beat_at >= fresh
+    )
+    async with engine.connect() as conn:
+        return (await conn.execute(query.limit(1))).first() is not None
+
 
 class ChangeBus:
     """Publishes changes and applies the ones other processes publish.
@@ -147,6 +251,8 @@ class ChangeBus:
         self.origin = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._live = asyncio.Event()
         self.received = 0
+        self.last_logged = 0
+        """The id of the newest change this bus appended to the change log (0: none)."""
 
     @property
     def live(self) -> bool:
@@ -158,7 +264,7 @@ class ChangeBus:
         await self._apply(change, principal)
         if self._log is not None:
             try:
-                await self._log.append(change, principal, self.origin)
+                self.last_logged = await self._log.append(change, principal, self.origin)
             except SQLAlchemyError:
                 log.exception(
                     "could not log a %s change; processes without Redis see it on cache expiry", change
@@ -248,9 +354,13 @@ class ChangeBus:
                     poller = LogPoller(change_log, await change_log.last_id())
                     # Nothing was seen while not polling: start from scratch.
                     await self._apply(Change.ALL, None)
-                for row in await poller.poll(asyncio.get_running_loop().time()):
+                    await change_log.mark_read(self.origin, poller.last)
+                fresh = await poller.poll(asyncio.get_running_loop().time())
+                for row in fresh:
                     if row.origin != self.origin:
                         await self._deliver(row.change, row.principal)
+                if fresh:
+                    await change_log.mark_read(self.origin, poller.last)
                 failures = 0
                 self._live.set()
             except (SQLAlchemyError, OSError):
@@ -271,6 +381,11 @@ class LogPoller:
         self._log = change_log
         self._last = last_seen
         self._gaps: dict[int, float] = {}  # a missing id -> until when it is looked for
+
+    @property
+    def last(self) -> int:
+        """The newest id read."""
+        return self._last
 
     async def poll(self, now: float) -> list[LoggedChange]:
         self._gaps = {gap: until for gap, until in self._gaps.items() if until > now}

@@ -17,7 +17,7 @@ from lumen.actions import commands
 from lumen.actions.faces import server_services
 from lumen.api.gate import Gate
 from lumen.api.proxy import Proxy
-from lumen.changes import Change, ChangeBus
+from lumen.changes import Change, ChangeBus, Heartbeat
 from lumen.identity.auth import KeyAuthenticator
 from lumen.identity.principal import Principal
 from lumen.ops.metrics import Metrics
@@ -44,6 +44,8 @@ class AppState:
     overrides: Mapping[str, Any] = field(default_factory=dict)
     changes: ChangeBus = field(init=False)
     """Set right after construction: it applies changes to this state."""
+    heartbeat: Heartbeat = field(init=False)
+    """Set once the change bus is: this process's row in `process_heartbeats`."""
 
     async def authenticate(self, authorization: str | None) -> Principal:
         return await self.authenticator.authenticate(authorization)

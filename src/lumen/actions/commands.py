@@ -11,43 +11,36 @@ requests. So while one runs, the CLI hands it the command instead:
    (`done`) or with the error (`failed`);
 3. the CLI waits for the answer and prints that pool: the balance the server uses.
 
-Whether a server runs is told by `process_heartbeats`: a serving process writes its row at start
-and every `HEARTBEAT_SECONDS`, and deletes it when it stops. A command that no server claims within
-`CLAIM_SECONDS` is cancelled (nothing was changed) and the CLI says so.
+Whether such a server runs is told by its heartbeat (`lumen.changes.local_server_runs`). A command
+that no server claims within `CLAIM_SECONDS` is cancelled (nothing was changed) and the CLI says
+so. Answered commands are pruned after an hour (`prune`, called with the heartbeat).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from lumen.actions.coins import CoinCommand
 from lumen.actions.context import CoinDesk
 from lumen.billing.pools import PoolOverrides, PoolParams
 from lumen.billing.store import PoolView
-from lumen.changes import KEEP_SECONDS, Change, ChangeBus, ChangeLog
+from lumen.changes import KEEP_SECONDS, Change, ChangeBus
 from lumen.errors import LumenError
-from lumen.store.tables import coin_commands, process_heartbeats
+from lumen.store.tables import coin_commands
 
 log = logging.getLogger(__name__)
-HEARTBEAT_SECONDS = 2.0
-STALE_SECONDS = 10.0
-"""A heartbeat older than this is a process that died without deleting its row."""
 CLAIM_SECONDS = 10.0
 """How long the CLI waits for a running server to take a command (it polls every 0.5 s)."""
 ANSWER_SECONDS = 30.0
 """How long the CLI waits for the answer to a command the server took."""
 WAIT_STEP_SECONDS = 0.05
-PRUNE_EVERY_BEATS = 30
 
 
 class CommandFailed(LumenError):
@@ -60,70 +53,6 @@ class CommandFailed(LumenError):
 class ServerDidNotAnswer(LumenError):
     status = 503
     code = "server_did_not_answer"
-
-
-# --- heartbeats -----------------------------------------------------------------------------------
-
-
-async def beat(engine: AsyncEngine, origin: str, *, holds_coins: bool) -> None:
-    """Says that this process runs (at start, then every `HEARTBEAT_SECONDS`)."""
-    now = datetime.now(UTC)
-    async with engine.begin() as conn:
-        found = await conn.execute(
-            update(process_heartbeats).where(process_heartbeats.c.origin == origin).values(beat_at=now)
-        )
-        if found.rowcount == 0:
-            await conn.execute(
-                insert(process_heartbeats).values(
-                    origin=origin,
-                    pid=os.getpid(),
-                    host=socket.gethostname(),
-                    started_at=now,
-                    beat_at=now,
-                    holds_coins=holds_coins,
-                )
-            )
-        # Rows of processes that died without a clean stop.
-        stale = now - timedelta(seconds=STALE_SECONDS * 6)
-        await conn.execute(delete(process_heartbeats).where(process_heartbeats.c.beat_at < stale))
-
-
-async def keep_beating(engine: AsyncEngine, origin: str, *, holds_coins: bool, change_log: ChangeLog) -> None:
-    """Beats every `HEARTBEAT_SECONDS` until cancelled, and prunes what is older than an hour from
-    the change log and the answered coin commands about once a minute."""
-    beats = 0
-    while True:
-        await asyncio.sleep(HEARTBEAT_SECONDS)
-        beats += 1
-        try:
-            await beat(engine, origin, holds_coins=holds_coins)
-            if beats % PRUNE_EVERY_BEATS == 0:
-                await change_log.prune()
-                await _prune_commands(engine)
-        except SQLAlchemyError:
-            log.warning("could not write this process's heartbeat; trying again", exc_info=True)
-
-
-async def _prune_commands(engine: AsyncEngine) -> None:
-    cutoff = datetime.now(UTC) - timedelta(seconds=KEEP_SECONDS)
-    async with engine.begin() as conn:
-        await conn.execute(delete(coin_commands).where(coin_commands.c.created_at < cutoff))
-
-
-async def forget(engine: AsyncEngine, origin: str) -> None:
-    """Says that this process stops (on a clean shutdown)."""
-    async with engine.begin() as conn:
-        await conn.execute(delete(process_heartbeats).where(process_heartbeats.c.origin == origin))
-
-
-async def coin_holder_runs(engine: AsyncEngine) -> bool:
-    """Whether a running server keeps the balances in its memory (its heartbeat is fresh)."""
-    fresh = datetime.now(UTC) - timedelta(seconds=STALE_SECONDS)
-    query = select(process_heartbeats.c.origin).where(
-        process_heartbeats.c.holds_coins.is_(True), process_heartbeats.c.beat_at >= fresh
-    )
-    async with engine.connect() as conn:
-        return (await conn.execute(query.limit(1))).first() is not None
 
 
 # --- the CLI's side -------------------------------------------------------------------------------
@@ -251,3 +180,10 @@ def view_from_json(data: dict[str, Any]) -> PoolView:
         params=PoolParams(**data["params"]),
         overrides=PoolOverrides(**data["overrides"]),
     )
+
+
+async def prune(engine: AsyncEngine) -> None:
+    """Deletes the commands older than `KEEP_SECONDS` (answered long ago, or abandoned)."""
+    cutoff = datetime.now(UTC) - timedelta(seconds=KEEP_SECONDS)
+    async with engine.begin() as conn:
+        await conn.execute(delete(coin_commands).where(coin_commands.c.created_at < cutoff))

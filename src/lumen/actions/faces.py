@@ -11,11 +11,12 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from lumen.actions.coins import CoinCommand, LocalCoins, inherited_pool
-from lumen.actions.commands import ServerCoins, coin_holder_runs
+from lumen.actions.commands import ServerCoins
 from lumen.actions.context import CoinDesk, Services
 from lumen.billing.bank import CoinBank
 from lumen.billing.store import PoolView
-from lumen.changes import Change, ChangeBus, ChangeLog
+from lumen.changes import Change, ChangeBus, ChangeLog, local_server_runs
+from lumen.errors import LumenError
 from lumen.settings import Settings
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ class CliCoins:
 
     async def _choose(self) -> CoinDesk:
         settings = self._settings
-        if settings.server.redis_url is None and await coin_holder_runs(self._engine):
+        if settings.server.redis_url is None and await local_server_runs(self._engine):
             return ServerCoins(self._engine, self._changes)
         from lumen.app import pool_store  # the server's choice of store, made the same way
 
@@ -68,16 +69,23 @@ async def _nothing_cached_here(change: Change, principal: str | None) -> None:
     return None
 
 
+class ChangeNotApplied(LumenError):
+    status = 503
+    code = "change_not_applied"
+
+
 @contextlib.asynccontextmanager
 async def cli_services(settings: Settings, engine: AsyncEngine) -> AsyncIterator[Services]:
     """The services of one `lumen` command: changes go to the change log (which servers without
-    Redis poll) and, with Redis, to every process by push."""
+    Redis poll) and, with Redis, to every process by push. Without Redis the command ends only
+    once every running server has applied its changes."""
     url = settings.server.redis_url
+    change_log = ChangeLog(engine)
     changes = ChangeBus(
         _nothing_cached_here,
         redis=Redis.from_url(url.get_secret_value()) if url is not None else None,
         channel=settings.server.redis_prefix + "changes",
-        log=ChangeLog(engine),
+        log=change_log,
     )
     coins = CliCoins(settings, engine, changes)
     try:
@@ -85,3 +93,8 @@ async def cli_services(settings: Settings, engine: AsyncEngine) -> AsyncIterator
     finally:
         await coins.aclose()
         await changes.aclose()
+    if url is None and changes.last_logged and not await change_log.wait_read(changes.last_logged):
+        raise ChangeNotApplied(
+            "The change is stored, but a running Lumen server has not applied it yet; "
+            "it does when it next reads the change log (is it overloaded or stopping?)."
+        )

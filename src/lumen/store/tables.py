@@ -512,7 +512,8 @@ class CoinCommandRow(Base):
 
 class ProcessHeartbeatRow(Base):
     """A serving process, while it runs: it beats every few seconds and deletes its row on a clean
-    stop. `lumen coins` reads it to know whether a running server holds the balances in memory."""
+    stop. The `lumen` command reads it to know whether a running server keeps its state locally
+    (no Redis), and waits until such servers have read the changes it made."""
 
     __tablename__ = "process_heartbeats"
 
@@ -521,8 +522,11 @@ class ProcessHeartbeatRow(Base):
     host: Mapped[str] = mapped_column(String)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     beat_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    holds_coins: Mapped[bool] = mapped_column(default=False, server_default=false())
-    """True when the balances live in this process's memory (no Redis): coin commands go to it."""
+    local_state: Mapped[bool] = mapped_column(default=False, server_default=false())
+    """True without Redis: the balances live in this process's memory (coin commands go to it)
+    and it learns of changes by polling the change log."""
+    seen_change: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    """The newest change-log id this process has applied (when it polls)."""
 
 
 change_log: Table = Base.metadata.tables["change_log"]

@@ -50,7 +50,8 @@ def upgrade() -> None:
         sa.Column("host", sa.String(), nullable=False),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("beat_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("holds_coins", sa.Boolean(), server_default=sa.false(), nullable=False),
+        sa.Column("local_state", sa.Boolean(), server_default=sa.false(), nullable=False),
+        sa.Column("seen_change", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
         sa.PrimaryKeyConstraint("origin", name=op.f("pk_process_heartbeats")),
     )
     with op.batch_alter_table("admin_audit") as batch:
