@@ -41,7 +41,9 @@ class Served:
         return httpx.Client(base_url=self.url + "/api/admin", headers={"Authorization": f"Bearer {TEST_KEY}"})
 
     def chat(self, key: str) -> httpx.Response:
-        return httpx.post(self.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, json=CHAT)
+        return httpx.post(
+            self.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, json=CHAT
+        )
 
 
 @pytest.fixture
@@ -54,7 +56,9 @@ def served(tmp_path: Path) -> Iterator[Served]:
         },
     )
     args = ["--config", str(config), "--data-dir", str(tmp_path / "data")]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LUMEN_")} | {"LUMEN_BOOTSTRAP_KEY": TEST_KEY}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LUMEN_")} | {
+        "LUMEN_BOOTSTRAP_KEY": TEST_KEY
+    }
     process = subprocess.Popen(
         [*LUMEN, "serve", "--port", "0", *args],
         stdout=subprocess.PIPE,
