@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
@@ -14,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from lumen.changes import Change, ChangeBus, ChangeLog, Heartbeat, LoggedChange, LogPoller
 from tests.limits.conftest import redis_url
 from tests.store.conftest import database_url, engine, pg_server, pg_url, sqlite_url
+from tests.support import running_lumen
 
 __all__ = ["database_url", "engine", "pg_server", "pg_url", "redis_url", "sqlite_url"]
 
@@ -213,3 +215,10 @@ async def test_a_gap_that_never_fills_is_given_up() -> None:
     assert await poller.poll(100.0) == []
     log.committed.append(row(2))  # cannot happen after a rollback; shows the gap is no longer read
     assert await poller.poll(101.0) == []
+
+
+def test_without_redis_a_polling_server_keeps_its_caches_long(tmp_path: Path) -> None:
+    """Changes reach it from the change log, so the long expiry is safe (was one second)."""
+    with running_lumen(tmp_path, {"server": {"auth_cache_seconds": 1, "redis_cache_seconds": 60}}) as lumen:
+        assert lumen.state.changes.live
+        assert lumen.state.cache_seconds() == 60
