@@ -172,3 +172,44 @@ def test_serve_raises_its_open_file_limit_to_the_hard_limit(
     soft, hard = re.search(r"Max open files\s+(\S+)\s+(\S+)", limits).groups()  # type: ignore[union-attr]
     assert hard == str(resource.getrlimit(resource.RLIMIT_NOFILE)[1])
     assert soft == hard and int(soft) > LOW_OPEN_FILE_LIMIT
+
+
+def test_cli_changes_are_audited_and_name_who_ran_them(tmp_path: Path) -> None:
+    """Every revocation is audited, the CLI's too; coin movements name the person on the ledger."""
+    import asyncio
+    import getpass
+
+    from sqlalchemy import select
+
+    from lumen.admin import audit_log
+    from lumen.store.engine import create_engine
+    from lumen.store.tables import coin_ledger as ledger
+
+    data = ["--data-dir", str(tmp_path / "d")]
+    runner = CliRunner()
+    assert runner.invoke(main, ["users", "create", "cora@example.edu", *data]).exit_code == 0
+    created = runner.invoke(main, ["keys", "create", "--user", "cora@example.edu", *data])
+    key_id = re.search(r"created key (key_\S+)", created.output).group(1)  # type: ignore[union-attr]
+    for command in (["keys", "revoke", key_id], ["coins", "grant", "2", "--user", "cora@example.edu"]):
+        result = runner.invoke(main, [*command, *data])
+        assert result.exit_code == 0, result.output
+
+    async def stored() -> tuple[list[audit_log.AuditEntry], list[str | None]]:
+        engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'd' / 'lumen.db'}")
+        try:
+            entries = await audit_log.entries(engine=engine)
+            async with engine.connect() as conn:
+                actors = (
+                    await conn.execute(select(ledger.c.actor).where(ledger.c.kind == "grant"))
+                ).scalars()
+                return entries, list(actors)
+        finally:
+            await engine.dispose()
+
+    entries, grant_actors = asyncio.run(stored())
+    me = f"cli:{getpass.getuser()}"
+    assert [(e.action, e.target, e.actor, e.face) for e in reversed(entries)] == [
+        ("key.revoke", f"key:{key_id}", me, "cli"),
+        ("coins.grant", "user:1", me, "cli"),
+    ]
+    assert grant_actors == [me]

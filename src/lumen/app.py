@@ -13,12 +13,14 @@ from typing import Any
 
 from redis.asyncio import Redis
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
 from lumen.access.resolver import AccessResolver
+from lumen.actions import commands
 from lumen.admin.api import build_admin_api
 from lumen.api import v1
 from lumen.api.errors import handle_http_exception, handle_lumen_error, handle_unexpected
@@ -26,7 +28,7 @@ from lumen.billing.bank import CoinBank
 from lumen.billing.memory import MemoryPoolStore
 from lumen.billing.redis_store import RedisPoolStore, redis_client
 from lumen.billing.store import PoolStore
-from lumen.changes import Change, ChangeBus
+from lumen.changes import Change, ChangeBus, ChangeLog, Heartbeat
 from lumen.errors import LumenError
 from lumen.gateway.admission import Gate
 from lumen.gateway.pipeline import Pipeline
@@ -73,10 +75,11 @@ def create_app(
             asyncio.create_task(_flush_key_use(state)),
             asyncio.create_task(_expire_access(state)),
             asyncio.create_task(state.changes.run()),
+            asyncio.create_task(state.heartbeat.run(every_minute=lambda: _prune(state.engine))),
         ]
         with contextlib.suppress(TimeoutError):
-            # Serve with pushed invalidation from the first request when Redis answers quickly.
-            await asyncio.wait_for(state.changes.wait_subscribed(), SUBSCRIBE_WAIT_SECONDS)
+            # Serve with pushed (or polled) invalidation from the first request when it starts quickly.
+            await asyncio.wait_for(state.changes.wait_live(), SUBSCRIBE_WAIT_SECONDS)
         if config_path is not None and settings.server.reload_interval > 0:
             tasks.append(asyncio.create_task(watch_config(state)))
         # Everything built so far lives as long as the process: moving it out of the collector's
@@ -191,9 +194,19 @@ async def _start(
         state.apply_change,
         redis=Redis.from_url(redis_url.get_secret_value()) if redis_url is not None else None,
         channel=settings.server.redis_prefix + "changes",
+        log=ChangeLog(engine),
     )
     await state.gate.reload_limit_overrides(engine)
+    # Before the first request: from now on `lumen` commands see this process (without Redis,
+    # they hand it their coin commands and wait for it to apply their changes).
+    state.heartbeat = Heartbeat(engine, state.changes.origin, local_state=redis_url is None)
+    await state.heartbeat.beat()
     return state, first_start
+
+
+async def _prune(engine: AsyncEngine) -> None:
+    await ChangeLog(engine).prune()
+    await commands.prune(engine)
 
 
 def limiter_settings(settings: Settings) -> LimiterSettings:
@@ -249,6 +262,8 @@ async def _flush_key_use(state: AppState) -> None:
 
 
 async def _stop(state: AppState) -> None:
+    with contextlib.suppress(SQLAlchemyError):
+        await state.heartbeat.stop()
     await state.changes.aclose()
     await state.pipeline.aclose()
     await state.gate.aclose()

@@ -13,8 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 
 from lumen.access.resolver import AccessResolver
+from lumen.actions import commands
+from lumen.actions.faces import server_services
 from lumen.billing.bank import CoinBank
-from lumen.changes import Change, ChangeBus
+from lumen.changes import Change, ChangeBus, Heartbeat
 from lumen.gateway.admission import Gate
 from lumen.gateway.pipeline import Pipeline
 from lumen.identity.auth import KeyAuthenticator
@@ -45,6 +47,8 @@ class AppState:
     overrides: Mapping[str, Any] = field(default_factory=dict)
     changes: ChangeBus = field(init=False)
     """Set right after construction: it applies changes to this state."""
+    heartbeat: Heartbeat = field(init=False)
+    """Set once the change bus is: this process's row in `process_heartbeats`."""
 
     async def authenticate(self, authorization: str | None) -> Principal:
         return await self.authenticator.authenticate(authorization)
@@ -65,12 +69,18 @@ class AppState:
 
     def cache_seconds(self) -> float:
         """How long cached keys and access decisions are trusted: long while other processes'
-        changes arrive by push, short otherwise."""
+        changes reach this one (pushed through Redis, or polled from the change log), short
+        otherwise."""
         server = self.settings.server
-        return server.redis_cache_seconds if self.changes.pushed else server.auth_cache_seconds
+        return server.redis_cache_seconds if self.changes.live else server.auth_cache_seconds
 
     async def apply_change(self, change: Change, principal: str | None) -> None:
-        """Drops what `change` makes stale in this process's caches."""
+        """Drops what `change` makes stale in this process's caches; carries out a coin command
+        when this process holds the balances (no Redis)."""
+        if change is Change.COINS:
+            if principal is not None and principal.isdigit() and self.settings.server.redis_url is None:
+                await commands.execute(self.engine, int(principal), server_services(self).coins)
+            return
         if change in (Change.KEYS, Change.ALL):
             self.authenticator.invalidate()
         if change in (Change.ACCESS, Change.ALL):

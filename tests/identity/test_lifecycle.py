@@ -14,7 +14,12 @@ import httpx
 from tests.support import ECHO, RunningLumen, model, running_lumen
 
 CHAT = {"model": "echo", "messages": [{"role": "user", "content": "hi"}]}
-CONFIG = {"server": {"auth_cache_seconds": 0.2}, "models": [model("echo", ECHO), model("other", ECHO)]}
+# Changes written straight into the database (as `expire` below does) are seen when cached keys
+# expire: `redis_cache_seconds` while changes reach the server (here by polling the change log).
+CONFIG = {
+    "server": {"auth_cache_seconds": 0.2, "redis_cache_seconds": 0.2},
+    "models": [model("echo", ECHO), model("other", ECHO)],
+}
 
 
 def _cli(lumen: RunningLumen, *args: str) -> subprocess.CompletedProcess[str]:
@@ -33,7 +38,7 @@ def _status(lumen: RunningLumen, key: str, body: dict[str, Any] = CHAT) -> httpx
 
 
 def _after_cache_expiry(lumen: RunningLumen) -> None:
-    time.sleep(lumen.state.settings.server.auth_cache_seconds * 1.5)
+    time.sleep(lumen.state.cache_seconds() * 1.5)
 
 
 def test_create_use_revoke(tmp_path: Path) -> None:

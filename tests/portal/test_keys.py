@@ -20,6 +20,7 @@ import httpx
 import pytest
 import redis as redis_sync
 
+from lumen.admin import audit_log
 from lumen.identity import store
 from lumen.portal.pages import coins
 from lumen.usage.queries import recent_usage
@@ -223,6 +224,12 @@ def test_revoke_with_confirmation_refuses_the_key_at_once(lumen: RunningLumen) -
         assert "already revoked" in again.text
     [stored] = lumen.run(store.list_keys(engine=lumen.state.engine, owner_kind="user", owner_id=owner_id))
     assert stored.revoked_at is not None
+    # Audited like every revocation: by the owner, from the portal.
+    [entry] = lumen.run(
+        audit_log.entries(engine=lumen.state.engine, target=f"key:{key.id}", action="key.revoke")
+    )
+    assert (entry.actor, entry.actor_name, entry.face) == (f"user:{owner_id}", "rae@example.edu", "portal")
+    assert entry.details == {"owner": f"user:{owner_id}", "name": "laptop"}
 
 
 @pytest.fixture
@@ -261,7 +268,7 @@ def test_a_revocation_in_the_page_reaches_another_process(tmp_path: Path, redis_
         ):
             add_user(first, "una@example.edu")
             for running in (first, second):
-                running.run(running.state.changes.wait_subscribed())
+                running.run(running.state.changes.wait_live())
             with client(first) as browser:
                 login(browser, "una@example.edu")
                 secret = new_secret(create(browser, name="shared"))

@@ -52,7 +52,7 @@ def set_balance(lumen: RunningLumen, email: str, micro: int) -> None:
         user = await store.find_user(engine=lumen.state.engine, email=email)
         groups = tuple(g.name for g in lumen.state.settings.groups if email in g.members)
         gate = lumen.state.gate
-        await gate.bank.set_balance(user.principal, micro, params=gate.pool_params(groups))
+        await lumen.state.bank.set_balance(user.principal, micro, params=gate.pool_params(groups))
 
     lumen.run(work())
 
@@ -92,8 +92,8 @@ def test_a_debt_is_shown_as_owed_with_when_it_is_paid(lumen: RunningLumen) -> No
 
         user = await store.find_user(engine=lumen.state.engine, email="deb@example.edu")
         gate = lumen.state.gate
-        r = await gate.bank.reserve(user.principal, MICRO, request_id="r", params=gate.pool_params(()))
-        await gate.bank.settle(r, 2 * MICRO + MICRO // 4)  # more than it held: 1.25 coins owed
+        r = await lumen.state.bank.reserve(user.principal, MICRO, request_id="r", params=gate.pool_params(()))
+        await lumen.state.bank.settle(r, 2 * MICRO + MICRO // 4)  # more than it held: 1.25 coins owed
 
     lumen.run(overspend())
     page = profile_of(lumen, "deb@example.edu")
@@ -119,7 +119,8 @@ def test_no_refill_blocked_and_unlimited_pools(lumen: RunningLumen) -> None:
         from lumen.identity import store
 
         user = await store.find_user(engine=lumen.state.engine, email="ula@example.edu")
-        await gate.bank.set_pool_settings(user.principal, overrides, params=gate.pool_params(user_groups))
+        params = gate.pool_params(user_groups)
+        await lumen.state.bank.set_pool_settings(user.principal, overrides, params=params)
 
     lumen.run(own(PoolOverrides(refresh_micro=0, max_micro=100 * MICRO)))
     set_balance(lumen, "ula@example.edu", 5 * MICRO)

@@ -19,8 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from lumen.access import store as access_store
 from lumen.access.config import EntityAccess
+from lumen.actions import accounts, coins, keys, policy
+from lumen.actions.coins import CoinCommand
+from lumen.actions.context import Actor, Services
+from lumen.actions.faces import server_services
 from lumen.admin import audit_log
 from lumen.admin.protocol import (
     AuditEntryPublic,
@@ -41,14 +44,11 @@ from lumen.admin.protocol import (
 from lumen.api.errors import error_response, handle_http_exception, handle_lumen_error, invalid_request
 from lumen.billing.audit import audit_all
 from lumen.billing.config import coins_to_micro
-from lumen.billing.pools import PoolOverrides, PoolParams
-from lumen.changes import Change
+from lumen.billing.pools import PoolOverrides
 from lumen.errors import InvalidRequest, LumenError, PermissionDenied
 from lumen.identity import store
-from lumen.identity.groups import project_groups, user_groups
 from lumen.identity.principal import Principal
 from lumen.limits.config import LimitSettings
-from lumen.limits.store import set_override as set_limit_override
 from lumen.state import AppState
 from lumen.usage.queries import recent_usage
 
@@ -77,6 +77,15 @@ async def require_admin(request: Request) -> Principal:
 Admin = Annotated[Principal, Depends(require_admin)]
 
 
+async def require_admin_actor(request: Request, principal: Admin) -> Actor:
+    """The administrator making a change, and the face: the admin pages call this API with the
+    portal session (no Authorization header), scripts with an API key."""
+    return Actor.of(principal, "portal" if request.headers.get("authorization") is None else "api")
+
+
+AdminActor = Annotated[Actor, Depends(require_admin_actor)]
+
+
 def build_admin_api(get_state: Callable[[], AppState], session_auth: SessionAuth | None = None) -> FastAPI:
     app = FastAPI(
         title="Lumen admin API",
@@ -94,15 +103,13 @@ def build_admin_api(get_state: Callable[[], AppState], session_auth: SessionAuth
     def engine() -> AsyncEngine:
         return get_state().engine
 
-    async def audited(
-        actor: Principal, action: str, target: str, details: Mapping[str, Any] | None = None
-    ) -> None:
-        """Every change made through this API leaves an entry in the audit log (after it succeeded)."""
-        await audit_log.record(engine=engine(), actor=actor, action=action, target=target, details=details)
+    def services() -> Services:
+        return server_services(get_state())
 
-    async def changed() -> None:
-        # Every process forgets its cached keys: this one at once, the others through Redis.
-        await get_state().changes.publish(Change.KEYS)
+    async def audited(actor: Actor, action: str, target: str, details: Mapping[str, Any]) -> None:
+        """Every change made through this API leaves an entry in the audit log (after it succeeded);
+        the changes `lumen.actions` makes write their own."""
+        await services().audit(actor, action, target, details)
 
     async def existing_principal(user_id: int | None, project_id: int | None) -> str:
         """`user:<id>` or `project:<id>` of an existing user or project (404 otherwise)."""
@@ -126,11 +133,11 @@ def build_admin_api(get_state: Callable[[], AppState], session_auth: SessionAuth
         return [UserPublic(**_fields(u)) for u in found]
 
     @app.post("/users", response_model=UserPublic, status_code=201)
-    async def create_user(principal: Admin, body: UserCreate) -> UserPublic:
+    async def create_user(actor: AdminActor, body: UserCreate) -> UserPublic:
         user = await store.create_user(
             engine=engine(), email=body.email, name=body.name, is_admin=body.is_admin
         )
-        await audited(principal, "user.create", user.principal, body.model_dump(mode="json"))
+        await audited(actor, "user.create", user.principal, body.model_dump(mode="json"))
         return UserPublic(**_fields(user))
 
     @app.get("/users/{user_id}", response_model=UserPublic)
@@ -138,13 +145,9 @@ def build_admin_api(get_state: Callable[[], AppState], session_auth: SessionAuth
         return UserPublic(**_fields(await store.get_user(engine=engine(), user_id=user_id)))
 
     @app.patch("/users/{user_id}", response_model=UserPublic)
-    async def update_user(principal: Admin, user_id: int, body: UserUpdate) -> UserPublic:
-        user = await store.set_user_flags(
-            engine=engine(), user_id=user_id, disabled=body.disabled, is_admin=body.is_admin
-        )
-        await changed()
-        await audited(
-            principal, "user.update", user.principal, body.model_dump(mode="json", exclude_none=True)
+    async def update_user(actor: AdminActor, user_id: int, body: UserUpdate) -> UserPublic:
+        user = await accounts.set_user_flags(
+            services(), user_id, by=actor, disabled=body.disabled, is_admin=body.is_admin
         )
         return UserPublic(**_fields(user))
 
@@ -158,42 +161,37 @@ def build_admin_api(get_state: Callable[[], AppState], session_auth: SessionAuth
         ]
 
     @app.post("/projects", response_model=ProjectPublic, status_code=201)
-    async def create_project(principal: Admin, body: ProjectCreate) -> ProjectPublic:
+    async def create_project(actor: AdminActor, body: ProjectCreate) -> ProjectPublic:
         owner = await store.find_user(engine=engine(), email=body.owner_email)
         project = await store.create_project(
             engine=engine(), name=body.name, owner_id=owner.id, description=body.description
         )
-        await audited(principal, "project.create", project.principal, body.model_dump(mode="json"))
+        await audited(actor, "project.create", project.principal, body.model_dump(mode="json"))
         return await project_public(project)
 
     @app.patch("/projects/{project_id}", response_model=ProjectPublic)
-    async def update_project(principal: Admin, project_id: int, body: ProjectUpdate) -> ProjectPublic:
+    async def update_project(actor: AdminActor, project_id: int, body: ProjectUpdate) -> ProjectPublic:
         project = await store.get_project(engine=engine(), project_id=project_id)
         if body.owner_email is not None:
             owner = await store.find_user(engine=engine(), email=body.owner_email)
             project = await store.transfer_project(
                 engine=engine(), project_id=project_id, new_owner_id=owner.id
             )
+            await audited(actor, "project.update", project.principal, {"owner_email": body.owner_email})
         if body.disabled is not None:
-            project = await store.set_project_disabled(
-                engine=engine(), project_id=project_id, disabled=body.disabled
-            )
-            await changed()
-        await audited(
-            principal, "project.update", project.principal, body.model_dump(mode="json", exclude_none=True)
-        )
+            project = await accounts.set_project_disabled(services(), project_id, body.disabled, by=actor)
         return await project_public(project)
 
     @app.put("/projects/{project_id}/managers/{user_id}", status_code=204)
-    async def add_manager(principal: Admin, project_id: int, user_id: int) -> Response:
+    async def add_manager(actor: AdminActor, project_id: int, user_id: int) -> Response:
         await store.add_manager(engine=engine(), project_id=project_id, user_id=user_id)
-        await audited(principal, "project.add_manager", f"project:{project_id}", {"user_id": user_id})
+        await audited(actor, "project.add_manager", f"project:{project_id}", {"user_id": user_id})
         return Response(status_code=204)
 
     @app.delete("/projects/{project_id}/managers/{user_id}", status_code=204)
-    async def remove_manager(principal: Admin, project_id: int, user_id: int) -> Response:
+    async def remove_manager(actor: AdminActor, project_id: int, user_id: int) -> Response:
         await store.remove_manager(engine=engine(), project_id=project_id, user_id=user_id)
-        await audited(principal, "project.remove_manager", f"project:{project_id}", {"user_id": user_id})
+        await audited(actor, "project.remove_manager", f"project:{project_id}", {"user_id": user_id})
         return Response(status_code=204)
 
     @app.get("/keys", response_model=list[KeyPublic])
@@ -206,7 +204,7 @@ def build_admin_api(get_state: Callable[[], AppState], session_auth: SessionAuth
         ]
 
     @app.post("/keys", response_model=KeyCreated, status_code=201)
-    async def create_key(principal: Admin, body: KeyCreate) -> KeyCreated:
+    async def create_key(actor: AdminActor, body: KeyCreate) -> KeyCreated:
         kind, owner_id = _owner(body.user_id, body.project_id)
         await existing_principal(body.user_id, body.project_id)  # 404 for an unknown owner
         if body.admin and kind == "user":
@@ -230,20 +228,17 @@ def build_admin_api(get_state: Callable[[], AppState], session_auth: SessionAuth
             name=body.name,
             expires_at=expires,
             models=body.models,
-            created_by=_user_id(principal),
+            created_by=_user_id(actor.id),
             coin_cap_micro=None if body.coin_cap is None else coins_to_micro(body.coin_cap),
             admin=body.admin,
         )
         public = _key_public(key)
-        await audited(principal, "key.create", f"key:{key.id}", public.model_dump(mode="json"))
+        await audited(actor, "key.create", f"key:{key.id}", public.model_dump(mode="json"))
         return KeyCreated(**public.model_dump(), key=plain)
 
     @app.delete("/keys/{key_id}", response_model=KeyPublic)
-    async def revoke_key(principal: Admin, key_id: str) -> KeyPublic:
-        key = await store.revoke_key(engine=engine(), key_id=key_id)
-        await changed()
-        await audited(principal, "key.revoke", f"key:{key.id}", {"owner": key.principal, "name": key.name})
-        return _key_public(key)
+    async def revoke_key(actor: AdminActor, key_id: str) -> KeyPublic:
+        return _key_public(await keys.revoke_key(services(), key_id, by=actor))
 
     @app.get("/usage", response_model=list[UsagePublic])
     async def usage(
@@ -252,59 +247,34 @@ def build_admin_api(get_state: Callable[[], AppState], session_auth: SessionAuth
         rows = await recent_usage(engine=engine(), limit=limit, principal=principal)
         return [UsagePublic(**{f: getattr(r, f) for f in UsagePublic.model_fields}) for r in rows]
 
-    async def pool_of(user_id: int | None, project_id: int | None) -> tuple[str, PoolParams]:
-        kind, owner_id = _owner(user_id, project_id)
-        settings = get_state().settings
-        if kind == "user":
-            user = await store.get_user(engine=engine(), user_id=owner_id)
-            principal, groups = user.principal, user_groups(settings.groups, user.email, None)
-        else:
-            project = await store.get_project(engine=engine(), project_id=owner_id)
-            principal, groups = project.principal, project_groups(settings.groups, project.name)
-        return principal, get_state().gate.pool_params(groups)
-
-    async def pool_public(principal: str, params: PoolParams) -> PoolPublic:
-        view = await get_state().bank.balance(principal, params=params)
+    async def on_pool(actor: Actor, command: CoinCommand) -> PoolPublic:
+        view = await coins.change_coins(services(), command, by=actor)
         return PoolPublic(
-            principal=principal,
+            principal=command.principal,
             balance=_coins(view.balance_micro),
             reserved=_coins(view.reserved_micro),
             available=_coins(view.available_micro),
         )
 
     @app.get("/coins", response_model=PoolPublic)
-    async def show_coins(_: Admin, user_id: int | None = None, project_id: int | None = None) -> PoolPublic:
-        return await pool_public(*await pool_of(user_id, project_id))
+    async def show_coins(
+        actor: AdminActor, user_id: int | None = None, project_id: int | None = None
+    ) -> PoolPublic:
+        return await on_pool(actor, CoinCommand(await existing_principal(user_id, project_id), "show"))
 
     @app.post("/coins/{action}", response_model=PoolPublic)
     async def change_coins(
-        principal: Admin, action: Literal["grant", "set", "reset"], body: CoinChange
+        actor: AdminActor, action: Literal["grant", "set", "reset"], body: CoinChange
     ) -> PoolPublic:
-        owner, params = await pool_of(body.user_id, body.project_id)
-        bank = get_state().bank
-        if action == "reset":
-            await bank.reset(owner, params=params, actor=principal.id, note=body.note)
-        else:
-            if body.amount is None:
-                raise InvalidRequest(f"'{action}' needs an amount of coins.", param="amount")
-            micro = coins_to_micro(body.amount)
-            if action == "grant":
-                await bank.grant(owner, micro, params=params, actor=principal.id, note=body.note)
-            else:
-                await bank.set_balance(owner, micro, params=params, actor=principal.id, note=body.note)
-        await audited(
-            principal,
-            f"coins.{action}",
-            owner,
-            body.model_dump(mode="json", exclude={"user_id", "project_id"}),
-        )
-        return await pool_public(owner, params)
+        owner = await existing_principal(body.user_id, body.project_id)
+        amount = None if body.amount is None or action == "reset" else coins_to_micro(body.amount)
+        return await on_pool(actor, CoinCommand(owner, action, amount_micro=amount, note=body.note))
 
     @app.put("/coins/settings", response_model=PoolPublic)
     async def set_pool_settings(
-        principal: Admin, body: PoolOverridesBody, user_id: int | None = None, project_id: int | None = None
+        actor: AdminActor, body: PoolOverridesBody, user_id: int | None = None, project_id: int | None = None
     ) -> PoolPublic:
-        owner, params = await pool_of(user_id, project_id)
+        owner = await existing_principal(user_id, project_id)
 
         def micro(value: Decimal | None) -> int | None:
             return None if value is None else coins_to_micro(value)
@@ -315,30 +285,24 @@ def build_admin_api(get_state: Callable[[], AppState], session_auth: SessionAuth
             refresh_micro=micro(body.refresh),
             starting_micro=micro(body.starting),
         )
-        await get_state().bank.set_pool_settings(owner, overrides, params=params)
-        await audited(principal, "coins.settings", owner, body.model_dump(mode="json"))
-        return await pool_public(owner, params)
+        return await on_pool(actor, CoinCommand(owner, "settings", overrides=overrides))
 
     @app.put("/access", status_code=204)
     async def set_access_rule(
-        principal: Admin, body: EntityAccess, user_id: int | None = None, project_id: int | None = None
+        actor: AdminActor, body: EntityAccess, user_id: int | None = None, project_id: int | None = None
     ) -> Response:
         """A user's or project's own model access rule (an empty body removes it)."""
         target = await existing_principal(user_id, project_id)
-        await access_store.set_rule(engine=engine(), principal=target, rule=body, actor=principal.id)
-        await get_state().changes.publish(Change.ACCESS, target)
-        await audited(principal, "access.set", target, body.model_dump(mode="json", exclude_unset=True))
+        await policy.set_access_rule(services(), target, body, by=actor)
         return Response(status_code=204)
 
     @app.put("/rate-limits", status_code=204)
     async def set_rate_limits(
-        principal: Admin, body: LimitSettings, user_id: int | None = None, project_id: int | None = None
+        actor: AdminActor, body: LimitSettings, user_id: int | None = None, project_id: int | None = None
     ) -> Response:
         """A user's or project's own rate limits; fields left out are inherited, `{}` removes them."""
         target = await existing_principal(user_id, project_id)
-        await set_limit_override(engine=engine(), principal=target, limits=body, actor=principal.id)
-        await get_state().changes.publish(Change.LIMITS, target)
-        await audited(principal, "limits.set", target, body.model_dump(mode="json", exclude_unset=True))
+        await policy.set_rate_limits(services(), target, body, by=actor)
         return Response(status_code=204)
 
     @app.get("/audit")
@@ -395,8 +359,8 @@ def _owner(user_id: int | None, project_id: int | None) -> tuple[str, int]:
     return ("user", user_id) if user_id is not None else ("project", project_id)  # type: ignore[return-value]
 
 
-def _user_id(principal: Principal) -> int | None:
-    kind, _, number = principal.id.partition(":")
+def _user_id(principal: str) -> int | None:
+    kind, _, number = principal.partition(":")
     return int(number) if kind == "user" else None
 
 

@@ -1,9 +1,12 @@
 """The audit log of administrative actions (`admin_audit`): who did what to whom, when.
 
-Every state-changing route of the admin API and every project-management action of the portal
-writes one entry through `record`, after the action succeeded. Entries are never changed or
-deleted by Lumen. `details` holds the values of the request, with any secret left out by the
-caller (a created key's secret is never logged; `redact` drops fields whose name says secret).
+Every state change made by a person writes one entry through `record`, after it succeeded: the
+services of `lumen.actions` (key revocations, coins, access and limit overrides, disabling) for
+every face, and the admin API's and the portal's other changes (users, projects, managers, keys
+created). The entry names the face the change came through: `api`, `portal` or `cli`. Entries
+are never changed or deleted by Lumen. `details` holds the values of the request, with any secret
+left out by the caller (a created key's secret is never logged; `redact` drops fields whose name
+says secret).
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from lumen.identity.principal import Principal
 from lumen.store.tables import admin_audit
 
 _SECRET_WORDS = ("secret", "password", "token", "api_key")
@@ -27,14 +29,16 @@ class AuditEntry:
     id: int
     created_at: datetime
     actor: str
-    """The person who acted: `user:<id>`."""
+    """The person who acted: `user:<id>`, or `cli:<login>` for a `lumen` command on the host."""
     actor_name: str
-    """Their email when they acted."""
+    """Their email when they acted (`<login>@<host>` for the CLI)."""
     action: str
     """What they did, `<thing>.<verb>`: `user.update`, `coins.grant`, `project.add_manager`, …"""
     target: str
     """Whom or what it changed: `user:<id>`, `project:<id>`, `key:<id>`."""
     details: dict[str, Any]
+    face: str = ""
+    """`api`, `portal` or `cli`; "" for entries written before the face was recorded."""
 
 
 def redact(details: Mapping[str, Any]) -> dict[str, Any]:
@@ -50,7 +54,9 @@ def redact(details: Mapping[str, Any]) -> dict[str, Any]:
 async def record(
     *,
     engine: AsyncEngine,
-    actor: Principal,
+    actor_id: str,
+    actor_name: str,
+    face: str,
     action: str,
     target: str,
     details: Mapping[str, Any] | None = None,
@@ -61,8 +67,9 @@ async def record(
         await conn.execute(
             insert(admin_audit).values(
                 created_at=at or datetime.now(UTC),
-                actor=actor.id,
-                actor_name=actor.name,
+                actor=actor_id,
+                actor_name=actor_name,
+                face=face,
                 action=action,
                 target=target,
                 details=redact(details or {}),
@@ -99,6 +106,7 @@ async def entries(
                 action=row.action,
                 target=row.target,
                 details=dict(row.details or {}),
+                face=row.face,
             )
             for row in await conn.execute(query)
         ]

@@ -137,3 +137,5 @@ class AuditEntryPublic(BaseModel):
     action: str
     target: str
     details: dict[str, Any]
+    face: str
+    """Where the change came from: `api`, `portal` or `cli` ("" before this was recorded)."""

@@ -1,8 +1,9 @@
 """`lumen users`, `lumen projects`, `lumen keys`: administering an instance from its host.
 
-They work on the instance's database directly, so they need the same `--config` / `--data-dir`
-as `lumen serve`. Running servers see key revocations and disabled accounts at once when they
-share a Redis (`server.redis_url`), otherwise within `server.auth_cache_seconds`.
+They work on the instance's database, so they need the same `--config` / `--data-dir` as
+`lumen serve`. Revocations and disabled accounts go through the same services as the admin API's
+(`lumen.actions`): audited, and seen by running servers at once with Redis (`server.redis_url`),
+otherwise within half a second (they poll the change log).
 """
 
 from __future__ import annotations
@@ -15,16 +16,18 @@ from pathlib import Path
 import click
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from lumen.actions import accounts
+from lumen.actions import keys as key_actions
+from lumen.actions.context import Actor, Services
 from lumen.billing.config import coins_to_micro
-from lumen.changes import Change
 from lumen.cli.common import (
-    announce,
     config_option,
     data_dir_option,
     echo_table,
     load,
     secret_of,
     with_database,
+    with_services,
 )
 from lumen.errors import InvalidRequest
 from lumen.identity import store
@@ -63,13 +66,11 @@ def users_disable(email: str, enable: bool, config: Path | None, data_dir: Path 
     """Disable (or re-enable) a user: their keys stop working."""
     settings = load(config, **{"server.data_dir": data_dir})
 
-    async def work(engine: AsyncEngine) -> store.User:
-        user = await store.find_user(engine=engine, email=email)
-        changed = await store.set_user_flags(engine=engine, user_id=user.id, disabled=not enable)
-        await announce(settings, Change.KEYS)
-        return changed
+    async def work(services: Services) -> store.User:
+        user = await store.find_user(engine=services.engine, email=email)
+        return await accounts.set_user_flags(services, user.id, by=Actor.cli(), disabled=not enable)
 
-    user = with_database(settings, work)
+    user = with_services(settings, work)
     click.echo(f"{user.email} is {'disabled' if user.disabled else 'enabled'}")
 
 
@@ -207,12 +208,10 @@ def keys_revoke(key_id: str, config: Path | None, data_dir: Path | None) -> None
     """Revoke a key by its id (key_...). Its usage history is kept."""
     settings = load(config, **{"server.data_dir": data_dir})
 
-    async def work(engine: AsyncEngine) -> store.ApiKey:
-        revoked = await store.revoke_key(engine=engine, key_id=key_id)
-        await announce(settings, Change.KEYS)
-        return revoked
+    async def work(services: Services) -> store.ApiKey:
+        return await key_actions.revoke_key(services, key_id, by=Actor.cli())
 
-    key = with_database(settings, work)
+    key = with_services(settings, work)
     click.echo(f"revoked {key.id} ({key.hint})")
 
 

@@ -1,50 +1,43 @@
-"""`lumen coins grant|set|reset|show` and `lumen audit`: coins from the Lumen host.
+"""`lumen coins grant|set|reset|show|settings` and `lumen audit`: coins from the Lumen host.
 
-Balances are changed through the same bank as the server's (so every movement is a ledger row).
-With `server.redis_url` set, the change reaches running servers at once; a single-process server
-without Redis keeps its balances in its own memory, so change them there through the admin API
-while it runs.
+Every command goes through the same service as the admin API's (`lumen.actions.coins`): the pool's
+parameters come from its groups as on the request path (claim rules included), the ledger rows
+and the audit log name the person running the command, and the balance printed is the one the
+servers use. With `server.redis_url` the balances live in Redis and the command changes them
+there; without Redis, a running server keeps them in its memory, so the command is handed to that
+server, which carries it out and answers (`lumen.actions.commands`); with no server running it is
+written to the database, where the server reads it when it starts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 import click
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from lumen.billing.pools import NO_OVERRIDES, PoolParams
+from lumen.actions.coins import CoinAction, CoinCommand, change_coins
+from lumen.actions.context import Actor, Services
+from lumen.billing.pools import NO_OVERRIDES, PoolOverrides
 from lumen.billing.store import PoolView
-from lumen.cli.common import config_option, data_dir_option, echo_table, load, with_database
+from lumen.cli.common import (
+    config_option,
+    data_dir_option,
+    echo_table,
+    load,
+    principal_of,
+    with_database,
+    with_services,
+)
 from lumen.settings import Settings
 from lumen.usage.queries import StoredUsageRecord
-
-if TYPE_CHECKING:
-    from lumen.billing.bank import CoinBank
 
 
 def _principal_option(function: click.decorators.FC) -> click.decorators.FC:
     function = click.option("--project", "project_name", help="A project's pool (name).")(function)
     return click.option("--user", "user_email", help="A user's pool (email).")(function)
-
-
-async def _principal(
-    engine: AsyncEngine, settings: Settings, user_email: str | None, project_name: str | None
-) -> tuple[str, tuple[str, ...]]:
-    """The pool's principal and the groups its parameters are inherited from."""
-    from lumen.identity import store
-    from lumen.identity.groups import project_groups, user_groups
-
-    settings_groups = settings.groups
-    if user_email is not None:
-        user = await store.find_user(engine=engine, email=user_email)
-        return user.principal, user_groups(settings_groups, user.email, None)
-    assert project_name is not None
-    project = await store.find_project(engine=engine, name=project_name)
-    return project.principal, project_groups(settings_groups, project.name)
 
 
 def _coins(micro: int | None) -> str:
@@ -61,49 +54,33 @@ def _describe(view: PoolView) -> str:
     return f"balance {_coins(view.balance_micro)} coins, reserved {_coins(view.reserved_micro)}; {terms}"
 
 
-PoolOp = Callable[["CoinBank", str, PoolParams], Awaitable[PoolView]]
+def _on_pool(
+    settings: Settings,
+    user_email: str | None,
+    project_name: str | None,
+    action: CoinAction,
+    *,
+    amount: Decimal | None = None,
+    overrides: PoolOverrides | None = None,
+) -> str:
+    """Carries out `action` on the pool of the user or project and describes the pool after it,
+    as the bank that holds it reports it."""
+    from lumen.billing.config import coins_to_micro
 
+    try:
+        micro = None if amount is None else coins_to_micro(amount)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="AMOUNT") from exc
 
-def _on_pool(settings: Settings, user_email: str | None, project_name: str | None, op: PoolOp) -> str:
-    """Runs `op` on the pool of the user or project, through a bank like the server's (every
-    movement a ledger row), and describes the pool after it."""
-    from lumen.app import pool_store
-    from lumen.billing.bank import CoinBank
-    from lumen.billing.config import pool_resolver
+    async def work(services: Services) -> str:
+        principal = await principal_of(services.engine, user_email, project_name)
+        command = CoinCommand(principal, action, amount_micro=micro, overrides=overrides)
+        view = await change_coins(services, command, by=Actor.cli())
+        return f"{principal}: {_describe(view)}"
 
     if (user_email is None) == (project_name is None):
         raise click.UsageError("give exactly one of --user or --project")
-
-    async def work(engine: AsyncEngine) -> str:
-        principal, groups = await _principal(engine, settings, user_email, project_name)
-        params = pool_resolver(settings.billing, {g.name: g.pool for g in settings.groups}).inherited(groups)
-        bank = CoinBank.from_settings(settings.billing, pool_store(settings), engine)
-        await bank.start()
-        try:
-            view = await op(bank, principal, params)
-        finally:
-            await bank.aclose()
-        return f"{principal}: {_describe(view)}"
-
-    return with_database(settings, work)
-
-
-def _run(
-    settings: Settings, user_email: str | None, project_name: str | None, action: str, amount: Decimal | None
-) -> str:
-    from lumen.billing.config import coins_to_micro
-
-    async def op(bank: CoinBank, principal: str, params: PoolParams) -> PoolView:
-        micro = coins_to_micro(amount) if amount is not None else 0
-        if action == "grant":
-            await bank.grant(principal, micro, params=params, actor="cli")
-        elif action == "set":
-            await bank.set_balance(principal, micro, params=params, actor="cli")
-        elif action == "reset":
-            await bank.reset(principal, params=params, actor="cli")
-        return await bank.balance(principal, params=params)
-
-    return _on_pool(settings, user_email, project_name, op)
+    return with_services(settings, work)
 
 
 @click.group()
@@ -119,7 +96,7 @@ def coins_show(
     user_email: str | None, project_name: str | None, config: Path | None, data_dir: Path | None
 ) -> None:
     """Show a pool's balance (with the refill up to now)."""
-    click.echo(_run(load(config, **{"server.data_dir": data_dir}), user_email, project_name, "show", None))
+    click.echo(_on_pool(load(config, **{"server.data_dir": data_dir}), user_email, project_name, "show"))
 
 
 @coins.command("grant")
@@ -135,7 +112,8 @@ def coins_grant(
     data_dir: Path | None,
 ) -> None:
     """Add AMOUNT coins to a pool (a ledger row of kind grant)."""
-    click.echo(_run(load(config, **{"server.data_dir": data_dir}), user_email, project_name, "grant", amount))
+    settings = load(config, **{"server.data_dir": data_dir})
+    click.echo(_on_pool(settings, user_email, project_name, "grant", amount=amount))
 
 
 @coins.command("set")
@@ -151,7 +129,8 @@ def coins_set(
     data_dir: Path | None,
 ) -> None:
     """Set a pool's balance to AMOUNT coins."""
-    click.echo(_run(load(config, **{"server.data_dir": data_dir}), user_email, project_name, "set", amount))
+    settings = load(config, **{"server.data_dir": data_dir})
+    click.echo(_on_pool(settings, user_email, project_name, "set", amount=amount))
 
 
 @coins.command("reset")
@@ -162,7 +141,7 @@ def coins_reset(
     user_email: str | None, project_name: str | None, config: Path | None, data_dir: Path | None
 ) -> None:
     """Put a pool back to its starting balance."""
-    click.echo(_run(load(config, **{"server.data_dir": data_dir}), user_email, project_name, "reset", None))
+    click.echo(_on_pool(load(config, **{"server.data_dir": data_dir}), user_email, project_name, "reset"))
 
 
 @coins.command("settings")
@@ -192,7 +171,7 @@ def coins_settings(
     """Set a user's or project's own pool settings; what is left out is inherited from its groups
     and the default. The whole set is replaced: give every setting the pool should keep."""
     from lumen.billing.config import coins_to_micro
-    from lumen.billing.pools import PoolOverrides, PoolStateName
+    from lumen.billing.pools import PoolStateName
 
     given = (state, max_, refresh, starting)
     if inherit == any(value is not None for value in given):
@@ -216,10 +195,7 @@ def coins_settings(
         starting_micro=micro(starting, "--starting"),
     )
 
-    async def op(bank: CoinBank, principal: str, params: PoolParams) -> PoolView:
-        return await bank.set_pool_settings(principal, overrides, params=params)
-
-    click.echo(_on_pool(settings, user_email, project_name, op))
+    click.echo(_on_pool(settings, user_email, project_name, "settings", overrides=overrides))
 
 
 @click.command("audit")
@@ -267,7 +243,7 @@ def usage_command(
     async def work(engine: AsyncEngine) -> list[StoredUsageRecord]:
         principal = None
         if user_email is not None or project_name is not None:
-            principal, _ = await _principal(engine, settings, user_email, project_name)
+            principal = await principal_of(engine, user_email, project_name)
         return list(await recent_usage(engine=engine, limit=limit, principal=principal))
 
     rows = with_database(settings, work)

@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from lumen.changes import Change
 from lumen.errors import LumenError
 from lumen.settings import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from lumen.actions.context import Services
 
 T = TypeVar("T")
 
@@ -45,30 +47,6 @@ async def principal_of(engine: AsyncEngine, user_email: str | None, project_name
         return (await store.find_user(engine=engine, email=user_email)).principal
     assert project_name is not None
     return (await store.find_project(engine=engine, name=project_name)).principal
-
-
-async def announce(settings: Settings, change: Change, principal: str | None = None) -> None:
-    """Tells running Lumen processes about a change made here, when they share a Redis; without
-    one they notice it when their caches expire (`server.auth_cache_seconds`)."""
-    url = settings.server.redis_url
-    if url is None:
-        return
-    from redis.asyncio import Redis
-
-    from lumen.changes import ChangeBus
-
-    async def nothing_cached_here(change: Change, principal: str | None) -> None:
-        return None
-
-    bus = ChangeBus(
-        nothing_cached_here,
-        redis=Redis.from_url(url.get_secret_value()),
-        channel=settings.server.redis_prefix + "changes",
-    )
-    try:
-        await bus.publish(change, principal)
-    finally:
-        await bus.aclose()
 
 
 def load(config: Path | None, **overrides: object) -> Settings:
@@ -107,6 +85,18 @@ def with_database(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]
         return asyncio.run(run())
     except LumenError as exc:
         raise click.ClickException(exc.message) from exc
+
+
+def with_services(settings: Settings, work: Callable[[Services], Awaitable[T]]) -> T:
+    """Runs `work` with the instance's services (`lumen.actions`): what it changes is audited
+    (actor `cli:<login>`, face `cli`) and reaches running servers, with Redis or without."""
+    from lumen.actions.faces import cli_services
+
+    async def run(engine: AsyncEngine) -> T:
+        async with cli_services(settings, engine) as services:
+            return await work(services)
+
+    return with_database(settings, run)
 
 
 def echo_table(rows: list[dict[str, Any]]) -> None:

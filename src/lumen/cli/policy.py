@@ -1,8 +1,9 @@
 """`lumen access` and `lumen limits`: a user's or project's own model access rule and rate limits,
 from the Lumen host — the same operations as `PUT /api/admin/access` and `/api/admin/rate-limits`.
 
-The change is stored in the database; with `server.redis_url` set it is announced to every running
-process at once, otherwise running processes see it within `server.auth_cache_seconds`.
+The change goes through the same services as the admin API's (`lumen.actions.policy`): audited,
+and announced to every running process, at once with `server.redis_url` set, otherwise within
+half a second (servers without Redis poll the change log).
 """
 
 from __future__ import annotations
@@ -15,15 +16,16 @@ import yaml
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from lumen.changes import Change
+from lumen.actions.context import Actor, Services
+from lumen.actions.policy import set_access_rule, set_rate_limits
 from lumen.cli.common import (
-    announce,
     config_option,
     data_dir_option,
     load,
     principal_of,
     principal_options,
     with_database,
+    with_services,
 )
 
 
@@ -79,7 +81,6 @@ def access_set(
     data_dir: Path | None,
 ) -> None:
     """Replace the user's or project's own rule (no option: remove it, so groups decide)."""
-    from lumen.access import store
     from lumen.access.config import EntityAccess
 
     settings = load(config, **{"server.data_dir": data_dir})
@@ -88,13 +89,12 @@ def access_set(
     except ValidationError as exc:
         raise click.BadParameter(_first_error(exc)) from exc
 
-    async def work(engine: AsyncEngine) -> str:
-        principal = await principal_of(engine, user_email, project_name)
-        await store.set_rule(engine=engine, principal=principal, rule=rule, actor="cli")
-        await announce(settings, Change.ACCESS, principal)
+    async def work(services: Services) -> str:
+        principal = await principal_of(services.engine, user_email, project_name)
+        await set_access_rule(services, principal, rule, by=Actor.cli())
         return principal
 
-    principal = with_database(settings, work)
+    principal = with_services(settings, work)
     click.echo(f"{principal}: access rule {'removed' if rule == EntityAccess() else 'set'}")
 
 
@@ -149,7 +149,6 @@ def limits_set(
 ) -> None:
     """Replace the user's or project's own rate limits (no option: remove them)."""
     from lumen.limits.config import LimitSettings
-    from lumen.limits.store import set_override
 
     settings = load(config, **{"server.data_dir": data_dir})
     scope = {name: value for name, value in (("rpm", rpm), ("tpm", tpm), ("concurrent", concurrent)) if value}
@@ -166,13 +165,12 @@ def limits_set(
     except ValidationError as exc:
         raise click.BadParameter(_first_error(exc)) from exc
 
-    async def work(engine: AsyncEngine) -> str:
-        principal = await principal_of(engine, user_email, project_name)
-        await set_override(engine=engine, principal=principal, limits=overrides, actor="cli")
-        await announce(settings, Change.LIMITS, principal)
+    async def work(services: Services) -> str:
+        principal = await principal_of(services.engine, user_email, project_name)
+        await set_rate_limits(services, principal, overrides, by=Actor.cli())
         return principal
 
-    principal = with_database(settings, work)
+    principal = with_services(settings, work)
     click.echo(f"{principal}: rate limits {'set' if overrides.model_fields_set else 'removed'}")
 
 

@@ -3,6 +3,11 @@
 A user is in a group when their email is listed in `members`, or when the group has `rules` and
 every one of them matches the claims of their last login. A project is in a group when it is
 listed in `projects`. A user or project may be in several groups.
+
+`member_groups` is the one resolution every face uses: the request path (through the principal a
+key or a portal session resolves to), the portal, the admin API and the CLI, the last two through
+`principal_groups`, which reads the stored claims. So a group that a claim rule grants gives its
+pool, access and limits everywhere alike.
 """
 
 from __future__ import annotations
@@ -12,10 +17,13 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pydantic import Field, model_validator
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from lumen.access.config import EntityAccess
 from lumen.billing.config import PoolSettings
 from lumen.config_base import ConfigSection
+from lumen.errors import NotFound
+from lumen.identity.store import get_project, user_claims
 from lumen.limits.config import LimitSettings
 
 
@@ -97,3 +105,28 @@ def user_groups(
 
 def project_groups(groups: Iterable[GroupSettings], name: str) -> tuple[str, ...]:
     return tuple(g.name for g in groups if name in g.projects)
+
+
+def member_groups(
+    groups: Iterable[GroupSettings], *, kind: str, name: str, claims: Mapping[str, Any] | None
+) -> tuple[str, ...]:
+    """The groups of a user (`name` is the email; `claims` those of the last login) or of a
+    project (`name` is its name)."""
+    return user_groups(groups, name, claims) if kind == "user" else project_groups(groups, name)
+
+
+async def principal_groups(
+    *, engine: AsyncEngine, groups: Iterable[GroupSettings], principal: str
+) -> tuple[str, ...]:
+    """The groups of `user:<id>` or `project:<id>` as stored now (claims included)."""
+    kind, _, number = principal.partition(":")
+    if kind == "user" and number.isdigit():
+        found = (await user_claims(engine=engine, user_ids=[int(number)])).get(int(number))
+        if found is None:
+            raise NotFound(f"No user with id {number}.", code="user_not_found")
+        email, claims = found
+        return member_groups(groups, kind="user", name=email, claims=claims)
+    if kind == "project" and number.isdigit():
+        project = await get_project(engine=engine, project_id=int(number))
+        return member_groups(groups, kind="project", name=project.name, claims=None)
+    raise NotFound(f"No user or project '{principal}'.", code="principal_not_found")

@@ -458,6 +458,9 @@ class AdminAuditRow(Base):
     action: Mapped[str] = mapped_column(String)  # e.g. "user.update", "coins.grant", "project.create"
     target: Mapped[str] = mapped_column(String)  # "user:<id>", "project:<id>", "key:<id>"
     details: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # The face the action came through (migration 0011): "api" (the admin API, which the admin
+    # pages call too), "portal" or "cli"; "" for entries written before it was recorded.
+    face: Mapped[str] = mapped_column(String, default="", server_default="")
 
     __table_args__ = (
         # The audit page walks everything newest first by id (the primary key); these serve its
@@ -468,3 +471,70 @@ class AdminAuditRow(Base):
 
 
 admin_audit: Table = Base.metadata.tables["admin_audit"]
+
+
+# --- one way to change state (migration 0011; lumen.changes, lumen.actions) ----------------------
+
+
+class ChangeLogRow(Base):
+    """One change that makes cached state stale, appended by whichever process or command made it.
+
+    Processes without Redis poll it (`WHERE id > last seen`, on the primary key) and drop what each
+    row makes stale; with Redis the same change is pushed on pub/sub as well. Rows older than an
+    hour are pruned by the serving processes.
+    """
+
+    __tablename__ = "change_log"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    change: Mapped[str] = mapped_column(String)  # a `lumen.changes.Change` value
+    principal: Mapped[str | None] = mapped_column(String)  # whose state, or None for everyone's
+    origin: Mapped[str] = mapped_column(String)  # the process that wrote it (it does not re-apply it)
+
+
+class CoinCommandRow(Base):
+    """A coin movement asked of the running server that holds the balances in its memory (no Redis).
+
+    `lumen coins` writes it `pending`; the server claims it (`running`), applies it with its own
+    bank and answers (`done` with the pool as it is then, or `failed` with the error). A command no
+    server claimed in time is `cancelled` by the command that wrote it.
+    """
+
+    __tablename__ = "coin_commands"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    principal: Mapped[str] = mapped_column(String)  # the pool: "user:<id>" or "project:<id>"
+    action: Mapped[str] = mapped_column(String)  # "grant", "set", "reset", "settings", "show"
+    amount_micro: Mapped[int | None] = mapped_column(BigInteger)
+    overrides: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # for "settings"
+    note: Mapped[str | None] = mapped_column(String)
+    actor: Mapped[str] = mapped_column(String)  # who asked: written on the ledger rows
+    state: Mapped[str] = mapped_column(String)  # "pending", "running", "done", "failed", "cancelled"
+    answer: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ProcessHeartbeatRow(Base):
+    """A serving process, while it runs: it beats every few seconds and deletes its row on a clean
+    stop. The `lumen` command reads it to know whether a running server keeps its state locally
+    (no Redis), and waits until such servers have read the changes it made."""
+
+    __tablename__ = "process_heartbeats"
+
+    origin: Mapped[str] = mapped_column(String, primary_key=True)
+    pid: Mapped[int] = mapped_column(Integer)
+    host: Mapped[str] = mapped_column(String)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    beat_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    local_state: Mapped[bool] = mapped_column(default=False, server_default=false())
+    """True without Redis: the balances live in this process's memory (coin commands go to it)
+    and it learns of changes by polling the change log."""
+    seen_change: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    """The newest change-log id this process has applied (when it polls)."""
+
+
+change_log: Table = Base.metadata.tables["change_log"]
+coin_commands: Table = Base.metadata.tables["coin_commands"]
+process_heartbeats: Table = Base.metadata.tables["process_heartbeats"]

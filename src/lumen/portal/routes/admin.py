@@ -25,7 +25,7 @@ from lumen.admin import audit_log
 from lumen.billing.pools import PoolParams
 from lumen.errors import InvalidRequest
 from lumen.identity import store
-from lumen.identity.groups import GroupSettings, user_groups
+from lumen.identity.groups import GroupSettings, member_groups, user_groups
 from lumen.identity.principal import Principal
 from lumen.limits import EffectiveLimits, Rates
 from lumen.portal.deps import AdminUser, PortalDep, PortalUser
@@ -123,7 +123,7 @@ def _users_url(search: str, sort: str, descending: bool, offset: int = 0) -> str
 
 
 async def user_balance(state: AppState, user: store.User, claims: dict[str, Any] | None) -> Balance:
-    groups = user_groups(state.settings.groups, user.email, claims)
+    groups = member_groups(state.settings.groups, kind="user", name=user.email, claims=claims)
     view = await state.bank.balance(user.principal, params=state.gate.pool_params(groups))
     params = view.params
     return Balance(params.state, view.available_micro, params.max_micro, params.refresh_micro)

@@ -1,9 +1,9 @@
 """Profile and Profile → API Keys: the user's coins and groups, and their own API keys.
 
-Keys are made, listed and revoked with the identity store functions the admin API uses, and a
-revocation is published on the change bus like the admin API's, so every Lumen process refuses
-the key at once. A new key's secret is in the response to its creation only: it is never stored
-(only its keyed hash is) and the page is sent with `Cache-Control: no-store`.
+Keys are made and listed with the identity store functions the admin API uses, and revoked with
+the same service (`lumen.actions.keys`): audited, and refused by every Lumen process at once. A
+new key's secret is in the response to its creation only: it is never stored (only its keyed
+hash is) and the page is sent with `Cache-Control: no-store`.
 """
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
+from lumen.actions.context import Actor
+from lumen.actions.faces import server_services
+from lumen.actions.keys import revoke_key
 from lumen.billing.config import coins_to_micro
 from lumen.billing.pools import MAX_AMOUNT_MICRO, MICRO, time_to_afford
-from lumen.changes import Change
 from lumen.errors import InvalidRequest, NotFound
 from lumen.identity import store
 from lumen.portal.content import Document, render_page
@@ -363,7 +365,5 @@ async def confirm_revoke(key_id: str, request: Request, user: CurrentUser, porta
 @router.post("/profile/keys/{key_id}/revoke")
 async def revoke(key_id: str, request: Request, user: CurrentUser, portal: PortalDep) -> Response:
     await _own_key(portal, user, key_id)
-    key = await store.revoke_key(engine=portal.state.engine, key_id=key_id)
-    # Exactly what the admin API does: every process forgets its cached keys (others via Redis).
-    await portal.state.changes.publish(Change.KEYS)
+    key = await revoke_key(server_services(portal.state), key_id, by=Actor.of(user.principal, "portal"))
     return RedirectResponse(f"/profile/keys?revoked={key.id}", status_code=303)

@@ -19,11 +19,13 @@ from starlette.responses import RedirectResponse, Response
 
 from lumen.access import store as access_store
 from lumen.access.policy import Status
-from lumen.admin import audit_log
-from lumen.changes import Change
+from lumen.actions import keys as key_actions
+from lumen.actions.accounts import set_project_disabled
+from lumen.actions.context import Actor
+from lumen.actions.faces import server_services
 from lumen.errors import InvalidRequest, LumenError, NotFound, PermissionDenied
 from lumen.identity import store
-from lumen.identity.groups import project_groups
+from lumen.identity.groups import member_groups
 from lumen.identity.principal import Principal
 from lumen.portal.deps import CurrentUser, PortalDep, PortalUser
 from lumen.portal.pages import Balance
@@ -180,12 +182,12 @@ async def create_project(request: Request, user: CurrentUser, portal: PortalDep)
         )
     except (InvalidRequest, NotFound) as exc:
         return await _list_page(request, user, portal, form=form, error=exc.message, status=exc.status)
-    await audit_log.record(
-        engine=engine,
-        actor=user.principal,
-        action="project.create",
-        target=project.principal,
-        details={"name": project.name, "owner": owner.email, "description": project.description},
+    await _audit(
+        portal,
+        user,
+        "project.create",
+        project.principal,
+        {"name": project.name, "owner": owner.email, "description": project.description},
     )
     return RedirectResponse(f"/projects/{project.id}?done=created", status_code=303)
 
@@ -274,7 +276,7 @@ async def _project_and_role(portal: Portal, user: PortalUser, project_id: int) -
 
 def project_principal(portal: Portal, project: store.Project) -> Principal:
     """The principal the project's keys get: what its access, pool and limits are resolved for."""
-    groups = project_groups(portal.state.settings.groups, project.name)
+    groups = member_groups(portal.state.settings.groups, kind="project", name=project.name, claims=None)
     return Principal(id=project.principal, kind="project", name=project.name, groups=groups)
 
 
@@ -391,9 +393,11 @@ def _back(project: store.Project, done: str) -> Response:
 
 
 async def _audit(portal: Portal, user: PortalUser, action: str, target: str, details: dict[str, Any]) -> None:
-    await audit_log.record(
-        engine=portal.state.engine, actor=user.principal, action=action, target=target, details=details
-    )
+    await server_services(portal.state).audit(_actor(user), action, target, details)
+
+
+def _actor(user: PortalUser) -> Actor:
+    return Actor.of(user.principal, "portal")
 
 
 def _require_people_rights(role: Role) -> None:
@@ -512,9 +516,7 @@ async def revoke_key(
         key = None
     if key is None or key.owner_kind != "project" or key.owner_id != project.id:
         raise NotFound("This project has no API key with this id.", code="key_not_found")
-    await store.revoke_key(engine=state.engine, key_id=key.id)
-    await state.changes.publish(Change.KEYS)  # as the admin API: every process forgets the key
-    await _audit(portal, user, "key.revoke", f"key:{key.id}", {"owner": project.principal, "name": key.name})
+    await key_actions.revoke_key(server_services(state), key.id, by=_actor(user))
     return _back(project, "key_revoked")
 
 
@@ -548,8 +550,5 @@ async def set_status(project_id: int, request: Request, user: CurrentUser, porta
     if not role.is_admin:
         raise PermissionDenied("Only administrators can disable or enable a project.", code="admin_required")
     disabled = str((await request.form()).get("disabled") or "") == "true"
-    state = portal.state
-    await store.set_project_disabled(engine=state.engine, project_id=project.id, disabled=disabled)
-    await state.changes.publish(Change.KEYS)  # the project's keys are refused (or work again) at once
-    await _audit(portal, user, "project.update", project.principal, {"disabled": disabled})
+    await set_project_disabled(server_services(portal.state), project.id, disabled, by=_actor(user))
     return _back(project, "disabled" if disabled else "enabled")
