@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from lumen.errors import NoBackendAvailable, UpstreamConnectError, UpstreamError
+from lumen.errors import NoBackendAvailable, UpstreamError
 from lumen.settings import RoutingSettings
 from lumen.upstream.balancer import Balancer
 from lumen.upstream.endpoint import Endpoint
@@ -65,14 +65,14 @@ class Router:
         lease.release()
         endpoint = lease.endpoint
         attempts.last_error = exc
-        attempts.all_unreachable = attempts.all_unreachable and isinstance(exc, UpstreamConnectError)
+        attempts.all_unreachable = attempts.all_unreachable and exc.unreachable
         if not exc.retryable:
             endpoint.record_success()  # it answered, so it is up; the request itself was refused
             return False
         self.mark_down(endpoint, exc)
         retry = len(attempts.tried) < self._routing().max_attempts
         log.warning(
-            "endpoint %s failed: %s%s", endpoint.label, exc.message, " (failing over)" if retry else ""
+            "endpoint %s failed: %s%s", endpoint.label, exc.detail, " (failing over)" if retry else ""
         )
         return retry
 
@@ -86,7 +86,7 @@ class Router:
 
     def mark_down(self, endpoint: Endpoint, exc: UpstreamError) -> None:
         routing = self._routing()
-        endpoint.record_failure(exc.message, backoff=routing.failure_backoff, max_backoff=routing.max_backoff)
+        endpoint.record_failure(exc.detail, backoff=routing.failure_backoff, max_backoff=routing.max_backoff)
 
 
 def unavailable(model: Model) -> NoBackendAvailable:

@@ -522,6 +522,7 @@ class Call:
 
     def _options(self) -> CallOptions:
         timeouts = self.spec.model.settings.timeouts
+        routing = self.pipeline.settings().routing
         headers: tuple[tuple[str, str], ...] = ()
         if self.pipeline.traced():
             carrier: dict[str, str] = {}
@@ -534,6 +535,8 @@ class Call:
             request_timeout=timeouts.request,
             request_id=self.request_id,
             headers=headers,
+            max_response_bytes=routing.max_response_bytes,
+            max_event_bytes=routing.max_event_bytes,
         )
 
 

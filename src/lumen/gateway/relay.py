@@ -30,6 +30,7 @@ from lumen.billing.estimate import text_tokens
 from lumen.errors import LumenError, UpstreamError, UpstreamProtocolError
 from lumen.upstream.base import ChunkStream, batches_of
 from lumen.upstream.endpoint import Endpoint
+from lumen.upstream.summary import event_error
 
 DONE = b"data: [DONE]\n\n"
 KEEPALIVE = b": keep-alive\n\n"
@@ -268,14 +269,14 @@ class StreamRelay:
             chunk = orjson.loads(payload)
         except orjson.JSONDecodeError as exc:
             raise UpstreamProtocolError(
-                f"The model backend sent a stream event that is not JSON: {payload[:100]!r}"
+                "The model backend sent a stream event that is not JSON.",
+                detail=f"The model backend sent a stream event that is not JSON: {payload[:200]!r}",
             ) from exc
         if not isinstance(chunk, dict):
             raise UpstreamProtocolError("The model backend sent a stream event that is not a JSON object.")
         error = chunk.get("error")
         if error:
-            message = error.get("message") if isinstance(error, dict) else str(error)
-            raise UpstreamError(str(message or "The model backend failed while answering."))
+            raise event_error(error)  # summarised: a backend's words may name its addresses
         if not self._template:
             self._template = {"id": chunk.get("id"), "created": chunk.get("created")}
         choices = chunk.get("choices")
