@@ -43,6 +43,10 @@ class Scripted:
         self.bodies: list[dict[str, Any]] = []
         self.open_delay = 0.0
         """Seconds `open_stream` takes to answer (a backend slow to send its headers)."""
+        self.prompt_tokens = PROMPT_TOKENS
+        """The prompt tokens the backend reports in its usage."""
+        self.error_event: dict[str, Any] | None = None
+        """Sent as `{"error": ...}` after the first chunk of a stream."""
         self.ignore_cap = False
         """Stream 'word ' chunks until closed, whatever `max_tokens` says."""
 
@@ -100,7 +104,7 @@ class Scripted:
                     "finish_reason": "stop",
                 }
             ],
-            "usage": _usage(),
+            "usage": _usage(self.prompt_tokens),
         }
 
     async def open_stream(self, op: Operation, body: dict[str, Any], call: CallOptions) -> ChunkStream:
@@ -128,6 +132,8 @@ class _Stream:
         backend = self._backend
         await backend.stage("first_byte")
         yield _chunk({"role": "assistant", "content": "one"})
+        if backend.error_event is not None:
+            yield orjson.dumps({"error": backend.error_event})
         while backend.ignore_cap:
             yield _chunk({"content": " word"})
             await asyncio.sleep(0)
@@ -141,7 +147,7 @@ class _Stream:
                 "created": 0,
                 "model": "m",
                 "choices": [],
-                "usage": _usage(),
+                "usage": _usage(backend.prompt_tokens),
             }
         )
 
@@ -149,11 +155,11 @@ class _Stream:
         self._backend.closed_streams += 1
 
 
-def _usage() -> dict[str, int]:
+def _usage(prompt_tokens: int) -> dict[str, int]:
     return {
-        "prompt_tokens": PROMPT_TOKENS,
+        "prompt_tokens": prompt_tokens,
         "completion_tokens": COMPLETION_TOKENS,
-        "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS,
+        "total_tokens": prompt_tokens + COMPLETION_TOKENS,
     }
 
 

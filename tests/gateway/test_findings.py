@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from lumen.billing.pools import MICRO
-from lumen.store.tables import usage_records
+from lumen.store.tables import coin_ledger, usage_records
 from tests.gateway.scripted import Scripted
 from tests.inprocess import InProcess, in_process
 
@@ -176,3 +176,58 @@ async def test_every_endpoint_refusing_connections_answers_503(tmp_path: Path) -
             assert response.status == 503, response.body
             assert response.json()["error"]["code"] == "model_unavailable"
             assert "127.0.0.1" not in response.body.decode()
+
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": f"tool_{i}",
+            "description": "Looks up a record in the institution's catalogue by its identifier. " * 3,
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string"},
+                    "fields": {"type": "array", "items": {"type": "string"}},
+                },
+                "required": ["id"],
+            },
+        },
+    }
+    for i in range(20)
+]
+
+
+async def test_tools_cannot_drain_a_pool_past_one_requests_overrun(
+    tmp_path: Path, scripted: Scripted
+) -> None:
+    """The finding: ten requests with 20 tool definitions each used 130.75 coins of a 1-coin pool
+    and 129.75 were forgiven, again after every refill. Now the tools are in the estimate (about
+    three coins here, so a 1-coin pool would refuse them at once), and what a backend reports
+    beyond the hold is a debt that refuses the next requests."""
+    scripted.prompt_tokens = 6000  # the backend counts more than Lumen estimated
+    async for lumen in _start(tmp_path, scripted, _config(pool=5)):
+        statuses = []
+        for _ in range(10):
+            body = {"model": "m", "messages": MESSAGES, "tools": TOOLS, "max_tokens": 10}
+            statuses.append((await lumen.exchange("/v1/chat/completions", body)).status)
+        assert statuses[0] == 200 and statuses.count(200) <= 2, statuses
+        assert set(statuses[statuses.index(429) :]) == {429}
+        view = await _balance(lumen)
+        one_request = 6000 * 1000 + 10 * 2000  # micro-coins at PRICE
+        assert -one_request <= view.balance_micro  # at most one overrun owed, never forgiven
+        await lumen.state.bank.flush()
+        async with lumen.state.engine.connect() as conn:
+            notes = [n for (n,) in await conn.execute(select(coin_ledger.c.note)) if n]
+        assert not any("forgiven" in note for note in notes)
+
+
+async def test_a_backends_error_event_reaches_the_client_without_its_addresses(
+    lumen: InProcess, scripted: Scripted
+) -> None:
+    scripted.error_event = {"message": "upstream http://10.3.0.7:8000/v1 failed (gpu-7.cluster.internal)"}
+    response = await lumen.exchange(
+        "/v1/chat/completions", {"model": "m", "messages": MESSAGES, "stream": True}
+    )
+    text = response.body.decode()
+    assert '"error"' in text and "10.3.0.7" not in text and "gpu-7" not in text

@@ -1,14 +1,10 @@
 """SIGKILL one of three Lumen processes (PostgreSQL + Redis) in the middle of the load.
 
-What "settled" means here (src/lumen/usage/recorder.py): a request is settled when its process has
-handed its usage record to the recorder, which is write-behind, so a settled request's usage is
-durable only once its batch is committed ("flushed"). A request's usage record is handed over
-before its response ends (for a stream: before the end of the chunked body), so every response a
-client saw complete was settled. docs/storage.md bounds what a crash loses: the records not yet
-committed, that is the last flush interval's, plus the batch being written. The recorder writes in
-the order it was given records and each batch is one transaction, so what a crash loses is a
-*tail*: of the requests a process settled one after the other, those in the database form a
-prefix. The test checks exactly that, which needs no clock.
+With Redis, a call's usage record travels with its charge (`CoinBank.finish`): the Redis script
+that charges the pool appends the movement and the record to the ledger outbox in one atomic step,
+before the call's last byte is sent (src/lumen/gateway/pipeline.py), and the survivors drain the
+dead process's entries. So every response a client saw complete, the victim's included, is both
+charged and recorded: a kill loses neither. The test checks exactly that.
 
 Coin movements are not write-behind in the process (src/lumen/billing/outbox.py): the Redis script
 that charges a pool appends the movement to the ledger outbox in the same atomic step, and the
@@ -480,11 +476,12 @@ def test_sigkill_loses_no_flushed_usage_and_leaves_no_reservation_stuck(
     assert len(set(charged)) == len(charged), "a request was charged twice"
     by_request = {c.request_id: c.amount_micro for c in charges}
     assert [s for s in served if by_request.get(s.request_id) != -COST] == []
-    # The victim's records in the database are a prefix of what it settled, in order: a crash
-    # loses only the tail that was not yet committed (docs/storage.md), never a record in between.
+    # Every response the victim completed is recorded and charged, though it died before its
+    # recorder could flush: the record travelled with the charge, in the outbox.
+    completed = [s for s in scene.client.sent if s.process == KILLED and s.complete]
+    assert [s.request_id for s in completed if s.request_id not in recorded] == []
+    assert [s.request_id for s in completed if by_request.get(s.request_id) != -COST] == []
     victim = [s for s in scene.client.sent if s.process == KILLED]
-    kept = [s.request_id in recorded for s in victim if s.complete]
-    assert kept == sorted(kept, reverse=True), kept
     # What the victim had not answered in full it had not recorded (the streams held at the gate),
     # except perhaps the one request it was answering at the kill.
     unfinished = [s for s in victim if not s.complete and s.request_id in recorded]
