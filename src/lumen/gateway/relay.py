@@ -120,6 +120,7 @@ class StreamRelay:
         self._held_usage: bytes | None = None
         self._template: dict[str, Any] = {}
         self.outcome = StreamOutcome(max_completion=max_completion)
+        self._batches: AsyncGenerator[list[bytes], None] | None = None
         self._closed = False
 
     async def events(self) -> AsyncGenerator[bytes, None]:
@@ -148,6 +149,8 @@ class StreamRelay:
         if self._closed:
             return
         self._closed = True
+        if self._batches is not None:
+            await self._batches.aclose()  # not left to the garbage collector's finaliser
         await self._stream.aclose()
 
     async def _run(self) -> AsyncIterator[bytes]:
@@ -174,7 +177,7 @@ class StreamRelay:
     async def _relay(self) -> AsyncIterator[bytes]:
         batches, first = None, None
         while batches is None:
-            candidate = batches_of(self._stream)
+            candidate = self._batches = batches_of(self._stream)
             try:
                 async for keepalive in self._await_first(candidate):
                     yield keepalive
@@ -191,15 +194,7 @@ class StreamRelay:
         if first is None:
             return
         self.outcome.first_chunk_at = time.perf_counter()
-        out, error = self._process_batch(first)
-        if out:
-            yield out
-        if error is not None:
-            raise error
-        if self._over_cap():
-            yield self._cut()
-            return
-        async for batch in batches:
+        async for batch in _starting_with(first, batches):
             out, error = self._process_batch(batch)
             if out:
                 yield out
@@ -263,6 +258,8 @@ class StreamRelay:
         finally:
             if not task.done():
                 task.cancel()
+                # Until the cancelled read has ended, `batches` is running and cannot be closed.
+                await asyncio.wait({task})
 
     def _process(self, payload: bytes) -> bytes | None:
         try:
@@ -353,6 +350,12 @@ class StreamRelay:
 
     def _estimated_usage_chunk(self) -> bytes:
         return self._usage_chunk(estimated_usage(self._prompt_estimate, self.outcome.completion_estimate()))
+
+
+async def _starting_with(first: list[bytes], rest: AsyncIterator[list[bytes]]) -> AsyncIterator[list[bytes]]:
+    yield first
+    async for batch in rest:
+        yield batch
 
 
 def estimated_usage(prompt: int, completion: int) -> dict[str, Any]:

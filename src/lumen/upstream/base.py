@@ -14,7 +14,7 @@ Failure contract, which failover depends on:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -81,7 +81,7 @@ class ChunkStream(Protocol):
     async def aclose(self) -> None: ...
 
 
-async def batches_of(stream: ChunkStream) -> AsyncIterator[list[bytes]]:
+async def batches_of(stream: ChunkStream) -> AsyncGenerator[list[bytes], None]:
     """The stream's payloads grouped by arrival: a stream that can tell which events came in one
     network read (`batches()`) lets the relay write them to the client in one write."""
     batches = getattr(stream, "batches", None)
