@@ -1,4 +1,5 @@
-"""The /v1 routes: thin handlers that check the request and hand it to the proxy.
+"""The /v1 routes of the OpenAI surface: thin handlers that check the request and hand it to the
+call pipeline (`lumen.api.calls`).
 
 Order matters: the key is checked before the body is read, and every check that can refuse runs
 before the response starts (errors.md lists each status).
@@ -6,8 +7,6 @@ before the response starts (errors.md lists each status).
 
 from __future__ import annotations
 
-import asyncio
-import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
@@ -18,11 +17,11 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from lumen.api.body import read_json_object
-from lumen.api.disconnect import ClientDisconnected, until_disconnect
+from lumen.api.calls import prepare, serve
+from lumen.api.disconnect import ClientDisconnected
 from lumen.api.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, validate
 from lumen.api.sse import SSEResponse
-from lumen.errors import LumenError, ModelNotFound, PermissionDenied
-from lumen.gateway.pipeline import Call, unexpected_error
+from lumen.errors import ModelNotFound, PermissionDenied
 from lumen.identity import store as identity_store
 from lumen.identity.groups import project_groups
 from lumen.settings import ModelSettings
@@ -48,58 +47,22 @@ EMBEDDINGS = _Surface("embeddings", EmbeddingRequest)
 
 
 async def _handle(request: Request, surface: _Surface) -> Response:
-    started = time.perf_counter()
     state = app_state(request)
     principal = await state.authenticate(request.headers.get("authorization"))
-    request_id: str = request.state.request_id
-    pipeline = state.pipeline
-    body: dict[str, Any] = {}
+
+    def build(body: dict[str, Any]) -> dict[str, Any]:
+        validate(surface.protocol, body)
+        return body  # forwarded as it came: only the model, the cap and stream options change
+
+    prepared = await prepare(request, principal, surface.op, build)
     try:
-        body = await read_json_object(request, state.settings.server.max_body_bytes)
-        checked = validate(surface.protocol, body)
-        model = pipeline.resolve(checked.model, surface.op)
-        spec = pipeline.spec(surface.op, model, body)
-    except Exception as exc:
-        # Refused before any call existed: still one usage record (401s are not: without a key
-        # there is nobody to attribute them to, and anyone could fill the table with them).
-        name = body.get("model")
-        model_name = name if isinstance(name, str) else ""
-        error = exc if isinstance(exc, LumenError) else unexpected_error(exc)
-        pipeline.record_refusal(
-            principal, request_id=request_id, op=surface.op, model=model_name, error=error, started=started
-        )
-        if error is exc and "x-ratelimit-limit-requests" not in error.headers:
-            error.headers.update(await state.gate.peek_headers(principal, model_name or None))
-        raise
-    except asyncio.CancelledError:
-        name = body.get("model")
-        model_name = name if isinstance(name, str) else ""
-        pipeline.record_refusal(
-            principal, request_id=request_id, op=surface.op, model=model_name, error=None, started=started
-        )
-        raise
-    call = pipeline.call(spec, principal, request_id=request_id, started=started)
-    await call.admit()
-    try:
-        if spec.stream:
-            events = await until_disconnect(request, call.stream())
-            return SSEResponse(events, headers=call.headers, on_abandon=call.aclose)
-        return await until_disconnect(request, _unary(call))
+        answer = await serve(request, prepared)
     except ClientDisconnected:
         return Response(status_code=499)
-    except LumenError as exc:
-        exc.headers.update(call.headers)
-        raise
-
-
-async def _unary(call: Call) -> Response:
-    try:
-        result = await call.unary()
-    except BaseException as exc:
-        await call.aclose(exc)
-        raise
-    await call.aclose()  # settled before the answer is sent
-    return _json(result, call.headers)
+    call = prepared.call
+    if isinstance(answer, dict):
+        return _json(answer, call.headers)
+    return SSEResponse(answer, headers=call.headers, on_abandon=call.aclose)
 
 
 async def chat_completions(request: Request) -> Response:
