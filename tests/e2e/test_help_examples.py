@@ -15,6 +15,7 @@ the status the table gives.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -360,6 +361,8 @@ def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLumen]:
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
     nowhere = f"http://127.0.0.1:{closed.getsockname()[1]}/v1"
+    rude = socket.create_server(("127.0.0.1", 0))  # accepts, then hangs up without an answer
+    threading.Thread(target=_hang_up_on_everyone, args=(rude,), daemon=True).start()
     config: dict[str, Any] = {
         "server": {"max_body_bytes": 4096},
         "routing": {"health_interval": 0, "failure_backoff": 3600, "max_backoff": 3600},
@@ -372,7 +375,7 @@ def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLumen]:
             model("limited", ECHO),
             model("failing", upstream(failing.url)),
             model("refused", upstream(nowhere)),
-            model("down", upstream(nowhere)),
+            model("hangup", upstream(f"http://127.0.0.1:{rude.getsockname()[1]}/v1")),
             model("garbled", upstream(f"http://127.0.0.1:{garbage.server_address[1]}/v1")),
             model("slow", upstream(hanging.url), timeouts={"request": 0.3, "first_token": 0.3}),
         ],
@@ -385,6 +388,15 @@ def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLumen]:
         hanging.stop()
         garbage.shutdown()
         closed.close()
+        rude.close()
+
+
+def _hang_up_on_everyone(server: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while True:
+            connection, _ = server.accept()
+            connection.recv(65536)
+            connection.close()
 
 
 def _chat(lumen: RunningLumen, name: str, key: str | None = None) -> httpx.Response:
@@ -430,10 +442,11 @@ PROVOKE: dict[str, Callable[[RunningLumen], httpx.Response]] = {
     "rate_limit_exceeded": lambda lumen: _twice(lumen, "limited"),
     "insufficient_quota": lambda lumen: _chat(lumen, "pricey"),
     "upstream_error": lambda lumen: _chat(lumen, "failing"),
-    "upstream_connection_error": lambda lumen: _chat(lumen, "refused"),
+    # Reached, but it hung up: a backend that cannot be reached at all is `model_unavailable`.
+    "upstream_connection_error": lambda lumen: _chat(lumen, "hangup"),
     "upstream_protocol_error": lambda lumen: _chat(lumen, "garbled"),
-    # The first call finds the backend unreachable; then it is known to be down.
-    "model_unavailable": lambda lumen: _twice(lumen, "down"),
+    # Unreachable from the first call on (and known to be down after it).
+    "model_unavailable": lambda lumen: _chat(lumen, "refused"),
     "upstream_timeout": lambda lumen: _chat(lumen, "slow"),
 }
 

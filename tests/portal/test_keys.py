@@ -103,8 +103,9 @@ def test_create_a_key_shown_once_that_works_with_its_limits(lumen: RunningLumen,
 
     other = chat(lumen, secret, "org/other")
     assert other.status_code == 403 and other.json()["error"]["code"] == "model_not_allowed"
-    # 100 coins per million tokens: a short request fits the key's 0.5-coin cap, a long one does not.
-    capped = chat(lumen, secret, content="word " * 2000)
+    # 100 coins per million tokens: a short request fits the key's 0.5-coin cap; a prompt whose
+    # cost alone is beyond it does not (a shorter answer would fit: the output cap is lowered).
+    capped = chat(lumen, secret, content="word " * 6000)
     assert capped.status_code == 429 and capped.json()["error"]["code"] == "insufficient_quota"
 
 
