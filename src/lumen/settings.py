@@ -82,11 +82,12 @@ class ServerSettings(ConfigSection):
     """Prefix of every Redis key Lumen writes, so several instances can share one Redis."""
     auth_cache_seconds: float = Field(default=1.0, ge=0, le=60)
     """How long a process trusts its cached view of keys, access decisions and rate-limit overrides
-    when changes cannot reach it by push (no Redis, or Redis unreachable): revocations, disabled
-    accounts, acknowledgements and policy changes made by another process take effect within this time."""
+    while changes reach it neither by push (Redis) nor by its poll of the change table (the
+    database unreachable): changes made by another process take effect within this time then."""
     redis_cache_seconds: float = Field(default=60.0, gt=0, le=3600)
-    """With Redis, every change is pushed to every process at once; cached entries are still re-read
-    after this long, as a safety net for changes written straight into the database."""
+    """Every change is announced to every process at once (pushed through Redis, or found by the
+    poll of the change table without it); cached entries are still re-read after about this long,
+    as a safety net for changes written straight into the database."""
     workers: int = Field(default=1, ge=1, le=64)
     """Worker processes of `lumen serve`, sharing its port; more than one needs `redis_url`. About
     one per CPU core; see docs/deploy.md."""
