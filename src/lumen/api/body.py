@@ -1,4 +1,9 @@
-"""Reading a JSON request body within the size limit."""
+"""Reading a JSON request body within the size and nesting limits.
+
+Everything that can refuse a body for its shape runs here, while it is read and before anything
+is admitted (a slot, a coin hold, an endpoint's in-flight count): /v1 and the portal's JSON calls
+read their bodies through `read_json_object`, the admin API through `parse_json`.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,12 @@ import orjson
 from starlette.requests import Request
 
 from lumen.errors import InvalidRequest, PayloadTooLarge
+
+MAX_JSON_DEPTH = 64
+"""The deepest nesting of arrays and objects a request body may have (the body object itself is
+level 1). Real requests nest 20-40 levels at most, tool and `response_format` JSON schemas
+included. The limit must stay well below orjson's own, which refuses to serialise more than 254
+levels: a deeper body would be accepted here and fail only when it is forwarded to a backend."""
 
 
 def _too_large(limit: int) -> PayloadTooLarge:
@@ -25,7 +36,14 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
         if size > limit:
             raise _too_large(limit)
         chunks.append(chunk)
-    raw = b"".join(chunks)
+    body = parse_json(b"".join(chunks))
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    return body
+
+
+def parse_json(raw: bytes) -> Any:
+    """Any JSON value within `MAX_JSON_DEPTH`; anything else is a 400 `invalid_json`."""
     if not raw.strip():
         raise InvalidRequest("The request body is empty; send a JSON object.", code="invalid_json")
     try:
@@ -35,6 +53,26 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
             f"We could not parse the JSON body of your request: {exc.msg} (at character {exc.pos}).",
             code="invalid_json",
         ) from exc
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    # Counting brackets is done at C speed and settles nearly every body: one with no more
+    # brackets than the limit (those inside strings included) cannot nest deeper than it.
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and _nests_deeper(body, MAX_JSON_DEPTH):
+        raise InvalidRequest(
+            f"The JSON body nests arrays and objects more than {MAX_JSON_DEPTH} levels deep; flatten it.",
+            code="invalid_json",
+        )
     return body
+
+
+def _nests_deeper(value: Any, limit: int) -> bool:
+    """Whether `value` nests containers more than `limit` levels deep (iterative: no recursion
+    limit to hit on a hostile body)."""
+    pending: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, dict | list) else []
+    while pending:
+        node, depth = pending.pop()
+        children = node.values() if isinstance(node, dict) else node
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth >= limit:
+                    return True
+                pending.append((child, depth + 1))
+    return False
