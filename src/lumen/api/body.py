@@ -2,15 +2,18 @@
 
 Everything that can refuse a body for its shape runs here, while it is read and before anything
 is admitted (a slot, a coin hold, an endpoint's in-flight count): /v1 and the portal's JSON calls
-read their bodies through `read_json_object`, the admin API through `parse_json`.
+read their bodies through `read_json_object`, the admin API through `read_body` and `parse_json`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import orjson
+from fastapi.routing import APIRoute
 from starlette.requests import Request
+from starlette.responses import Response
 
 from lumen.errors import InvalidRequest, PayloadTooLarge
 
@@ -26,6 +29,15 @@ def _too_large(limit: int) -> PayloadTooLarge:
 
 
 async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
+    body = parse_json(await read_body(request, limit))
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    return body
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refused with a 413 as soon as it is known to exceed `limit` bytes. Starlette
+    keeps it, so `request.body()` returns it again afterwards."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
@@ -36,9 +48,8 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
         if size > limit:
             raise _too_large(limit)
         chunks.append(chunk)
-    body = parse_json(b"".join(chunks))
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    body = b"".join(chunks)
+    request._body = body  # what Request.body() caches, for a framework that reads the body again
     return body
 
 
@@ -76,3 +87,23 @@ def _nests_deeper(value: Any, limit: int) -> bool:
                     return True
                 pending.append((child, depth + 1))
     return False
+
+
+class LimitedBodyRoute(APIRoute):
+    """A FastAPI route whose JSON body is read within `server.max_body_bytes` and `MAX_JSON_DEPTH`
+    before FastAPI parses it, so those refusals are the same 413 and 400 as on /v1 (FastAPI alone
+    buffers any size and turns a too-deep body into a bare "error parsing the body")."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handle = super().get_route_handler()
+        if self.body_field is None:
+            return handle
+
+        async def read_then_handle(request: Request) -> Response:
+            limit: int = request.app.state.get_state().settings.server.max_body_bytes
+            raw = await read_body(request, limit)
+            if raw.strip():
+                parse_json(raw)
+            return await handle(request)
+
+        return read_then_handle
