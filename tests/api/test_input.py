@@ -89,3 +89,20 @@ def test_numbers_out_of_range_are_400_naming_the_parameter(
     assert error["code"] == "invalid_value"
     assert error["param"] == param
     _nothing_held(echo_lumen)
+
+
+def test_the_v1_schema_is_served_with_the_bounds_that_are_enforced(echo_lumen: RunningLumen) -> None:
+    document = httpx.get(echo_lumen.v1 + "/openapi.json").json()
+    chat = document["components"]["schemas"]["ChatCompletionRequest"]["properties"]
+    bounded = next(s for s in chat["max_tokens"]["anyOf"] if s.get("type") == "integer")
+    assert bounded["maximum"] == 2**31 - 1
+    operations = {path: set(item) for path, item in document["paths"].items()}
+    assert operations == {
+        "/v1/chat/completions": {"post"},
+        "/v1/completions": {"post"},
+        "/v1/embeddings": {"post"},
+        "/v1/models": {"get"},
+        "/v1/models/{model_id}": {"get"},
+        "/v1/models/{model_id}/acknowledge": {"post"},
+    }
+    assert "400" in document["paths"]["/v1/chat/completions"]["post"]["responses"]
