@@ -87,7 +87,8 @@ class _Exchange:
         if self.body_complete:
             return await self._receive()  # waiting for a disconnect: no time limit
         try:
-            message = await asyncio.wait_for(self._receive(), self.timeout)
+            async with asyncio.timeout(self.timeout):  # no task of its own, unlike wait_for
+                message = await self._receive()
         except TimeoutError:
             self.timed_out = True
             raise BodyReadTimedOut from None
