@@ -23,12 +23,9 @@ from lumen.admin import audit_log
 from lumen.admin.protocol import (
     AuditEntryPublic,
     CoinChange,
-    IdPath,
-    IdQuery,
     KeyCreate,
     KeyCreated,
     KeyPublic,
-    Offset,
     PoolOverridesBody,
     PoolPublic,
     ProjectCreate,
@@ -48,6 +45,7 @@ from lumen.api.errors import (
     invalid_request,
 )
 from lumen.api.openapi import document_errors, error_responses
+from lumen.api.params import IdPath, IdQuery, Offset
 from lumen.billing.audit import audit_all
 from lumen.billing.config import coins_to_micro
 from lumen.billing.pools import PoolOverrides, PoolParams

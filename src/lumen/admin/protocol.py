@@ -4,19 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from fastapi import Path, Query
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-MAX_ID = 2**63 - 1
-"""The largest id a row can have (the tables' BIGINT keys): a larger one in a path, a query or a
-body is a 400 naming it, not a database overflow."""
-
-RowId = Annotated[int, Field(ge=1, le=MAX_ID)]
-IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
-IdQuery = Annotated[int | None, Query(ge=1, le=MAX_ID)]
-Offset = Annotated[int, Query(ge=0, le=MAX_ID)]
+from lumen.api.params import RowId
 
 
 class _Body(BaseModel):
