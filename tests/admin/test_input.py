@@ -93,3 +93,12 @@ def test_the_schema_documents_the_statuses_given(lumen: RunningLumen) -> None:
     assert "404" in get_user["responses"]
     user_id = next(p for p in get_user["parameters"] if p["name"] == "user_id")
     assert user_id["schema"]["maximum"] == 2**63 - 1
+
+
+def test_a_nul_character_is_refused_before_it_reaches_the_database(lumen: RunningLumen) -> None:
+    # PostgreSQL cannot store NUL: a user named with one was a 500, a ledger note with one
+    # blocked every later ledger write.
+    _error(_call(lumen, "POST", "/users", json={"email": "nul@example.edu", "name": "a\u0000"}), 400)
+    assert _call(lumen, "GET", "/users", params={"search": "nul@"}).json() == []
+    _error(_call(lumen, "GET", "/users", params={"search": "\u0000"}), 400)
+    _error(_call(lumen, "POST", "/coins/grant", json={"user_id": 1, "amount": 1, "note": "\u0000"}), 400)

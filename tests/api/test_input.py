@@ -106,3 +106,18 @@ def test_the_v1_schema_is_served_with_the_bounds_that_are_enforced(echo_lumen: R
         "/v1/models/{model_id}/acknowledge": {"post"},
     }
     assert "400" in document["paths"]["/v1/chat/completions"]["post"]["responses"]
+
+
+def test_a_nul_character_is_refused_in_bodies_and_urls(echo_lumen: RunningLumen) -> None:
+    # PostgreSQL stores no NUL: one in a stored name would fail the write of its whole batch.
+    nul_model = {**GOOD, "model": "echo\u0000"}
+    response = httpx.post(echo_lumen.v1 + "/chat/completions", headers=echo_lumen.auth, json=nul_model)
+    assert _error(response, 400)["code"] == "invalid_json"
+    nul_text = {**GOOD, "messages": [{"role": "user", "content": "a\u0000b"}]}
+    response = httpx.post(echo_lumen.v1 + "/chat/completions", headers=echo_lumen.auth, json=nul_text)
+    assert _error(response, 400)["code"] == "invalid_json"
+    _error(httpx.get(echo_lumen.v1 + "/models/echo%00", headers=echo_lumen.auth), 400)
+    # The six characters `\u0000` written as text are text, not a NUL.
+    text = {**GOOD, "messages": [{"role": "user", "content": "\\u0000"}]}
+    response = httpx.post(echo_lumen.v1 + "/chat/completions", headers=echo_lumen.auth, json=text)
+    assert response.status_code == 200, response.text

@@ -7,6 +7,7 @@ read their bodies through `read_json_object`, the admin API through `read_body` 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -22,6 +23,12 @@ MAX_JSON_DEPTH = 64
 level 1). Real requests nest 20-40 levels at most, tool and `response_format` JSON schemas
 included. The limit must stay well below orjson's own, which refuses to serialise more than 254
 levels: a deeper body would be accepted here and fail only when it is forwarded to a backend."""
+
+
+_ESCAPED_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+"""`\u0000` in JSON text, unless its backslash is itself escaped (`\\u0000` is six characters of
+text). JSON can carry NUL no other way, and PostgreSQL cannot store it: a NUL that reached a
+usage record, a ledger note or a chat message would fail that write, and with it its batch."""
 
 
 def _too_large(limit: int) -> PayloadTooLarge:
@@ -64,6 +71,11 @@ def parse_json(raw: bytes) -> Any:
             f"We could not parse the JSON body of your request: {exc.msg} (at character {exc.pos}).",
             code="invalid_json",
         ) from exc
+    if b"u0000" in raw and _ESCAPED_NUL.search(raw):
+        raise InvalidRequest(
+            "The JSON body holds a NUL character (\\u0000), which Lumen does not accept in any text.",
+            code="invalid_json",
+        )
     # Counting brackets is done at C speed and settles nearly every body: one with no more
     # brackets than the limit (those inside strings included) cannot nest deeper than it.
     if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and _nests_deeper(body, MAX_JSON_DEPTH):

@@ -2,6 +2,7 @@
 
 - A client that stops sending its body for `server.request_body_timeout` seconds gets a 408 in
   the error envelope (if nothing was answered yet) and the connection is closed.
+- A URL holding a NUL character is refused with a 400 before any route sees it.
 - A client that disconnects in the middle of its upload is one info line, not a traceback.
 - Any other exception is logged once, with its traceback, and answered with the 500 envelope and
   `connection: close`, so a keep-alive client is never left with a connection that dies under
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lumen.api.errors import error_response, server_error_response
-from lumen.errors import RequestTimeout
+from lumen.errors import InvalidRequest, RequestTimeout
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,12 @@ class ConnectionGuard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if "\x00" in scope["path"] or b"%00" in scope["query_string"]:
+            # Nothing could use it, and PostgreSQL cannot store or even compare it: a search for
+            # it would fail as a 500, a name holding it would poison the write it is part of.
+            error = InvalidRequest("The URL holds a NUL character (%00), which Lumen does not accept.")
+            await error_response(error)(scope, receive, send)
             return
         exchange = _Exchange(receive, send, self._body_timeout())
         try:
