@@ -18,6 +18,8 @@ class _Body(BaseModel):
 class _Patch(_Body):
     """A PATCH body: at least one field must change something."""
 
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
+
     @model_validator(mode="after")
     def _changes_something(self) -> _Patch:
         if all(getattr(self, name) is None for name in type(self).model_fields):

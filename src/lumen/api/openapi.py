@@ -166,6 +166,12 @@ _RESPONSES: dict[str, Any] = {
     "Error": ERROR_SCHEMA,
 }
 
+_SSE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {"data": {"type": "string"}, "event": {"type": "string"}},
+}
+
 # What every model call can be refused or failed with (errors.md has the codes).
 _CALL_ERRORS = (400, 401, 403, 404, 408, 413, 429, 502, 503, 504)
 
@@ -173,8 +179,9 @@ _CALL_ERRORS = (400, 401, 403, 404, 408, 413, 429, 502, 503, 504)
 def _call(summary: str, request: str, response: str, *, streams: bool) -> dict[str, Any]:
     content: dict[str, Any] = {"application/json": {"schema": _ref(response)}}
     if streams:
-        # With `"stream": true`: server-sent events of chunks, ending with `data: [DONE]`.
-        content["text/event-stream"] = {"schema": {"type": "string"}}
+        # With `"stream": true`: server-sent events (the schema is one event's), each `data` a
+        # JSON chunk or an error envelope, the last one `[DONE]`.
+        content["text/event-stream"] = {"schema": _SSE_EVENT}
     return {
         "post": {
             "summary": summary,
