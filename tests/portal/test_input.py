@@ -51,3 +51,14 @@ def test_a_wrong_method_is_405_invalid_request(browser: httpx.Client) -> None:
     assert response.status_code == 405
     assert response.json()["error"]["type"] == "invalid_request_error"
     assert response.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_the_chat_api_reads_bodies_by_the_same_rules_as_v1(browser: httpx.Client) -> None:
+    conversation = browser.post("/api/chat/conversations", json={}).json()
+    path = f"/api/chat/conversations/{conversation['id']}"
+    response = browser.patch(path, json={"title": "a\u0000b"})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_json"
+    deep = b'{"title": ' + b"[" * 100 + b"]" * 100 + b"}"
+    response = browser.patch(path, content=deep, headers={"content-type": "application/json"})
+    assert response.status_code == 400 and "levels deep" in response.json()["error"]["message"]
+    assert browser.patch(path, json={"title": "fine"}).json()["title"] == "fine"

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from lumen.errors import InvalidRequest, PayloadTooLarge
+from lumen.settings import ServerSettings
 
 MAX_JSON_DEPTH = 64
 """The deepest nesting of arrays and objects a request body may have (the body object itself is
@@ -24,6 +25,8 @@ level 1). Real requests nest 20-40 levels at most, tool and `response_format` JS
 included. The limit must stay well below orjson's own, which refuses to serialise more than 254
 levels: a deeper body would be accepted here and fail only when it is forwarded to a backend."""
 
+
+DEFAULT_MAX_BODY_BYTES: int = ServerSettings.model_fields["max_body_bytes"].default
 
 _ESCAPED_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 """`\u0000` in JSON text, unless its backslash is itself escaped (`\\u0000` is six characters of
@@ -102,9 +105,11 @@ def _nests_deeper(value: Any, limit: int) -> bool:
 
 
 class LimitedBodyRoute(APIRoute):
-    """A FastAPI route whose JSON body is read within `server.max_body_bytes` and `MAX_JSON_DEPTH`
-    before FastAPI parses it, so those refusals are the same 413 and 400 as on /v1 (FastAPI alone
-    buffers any size and turns a too-deep body into a bare "error parsing the body")."""
+    """A FastAPI route whose JSON body is read within `server.max_body_bytes` and the rules of
+    `parse_json` before FastAPI parses it, so those refusals are the same 413 and 400 as on /v1
+    (FastAPI alone buffers any size, turns a too-deep body into a bare "error parsing the body",
+    and passes NUL characters on to the database). Forms and other media types are left to
+    FastAPI. The app's `state.get_state` gives the settings; without it the default limit holds."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handle = super().get_route_handler()
@@ -112,10 +117,27 @@ class LimitedBodyRoute(APIRoute):
             return handle
 
         async def read_then_handle(request: Request) -> Response:
-            limit: int = request.app.state.get_state().settings.server.max_body_bytes
-            raw = await read_body(request, limit)
-            if raw.strip():
-                parse_json(raw)
+            if _is_json(request.headers.get("content-type")):
+                raw = await read_body(request, _body_limit(request))
+                if raw.strip():
+                    parse_json(raw)
             return await handle(request)
 
         return read_then_handle
+
+
+def _is_json(content_type: str | None) -> bool:
+    if not content_type:
+        return True  # FastAPI parses a body without a content type as JSON
+    media_type = content_type.partition(";")[0].strip().lower()
+    return media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
+
+
+def _body_limit(request: Request) -> int:
+    get_state = getattr(request.app.state, "get_state", None)
+    if get_state is None:
+        return DEFAULT_MAX_BODY_BYTES
+    limit: int = get_state().settings.server.max_body_bytes
+    return limit

@@ -246,6 +246,7 @@ class Portal:
     def _build(self) -> FastAPI:
         app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
         app.state.portal = self
+        app.state.get_state = self._get_state  # the body limit of LimitedBodyRoute
         for router in ROUTERS:
             app.include_router(router, dependencies=[Depends(deps.csrf_protect)])
         app.add_exception_handler(LumenError, self._error)
