@@ -18,7 +18,7 @@ import uvicorn
 import yaml
 
 from lumen.app import create_app
-from lumen.cli.serve import proxy_options
+from lumen.cli.serve import proxy_options, server_config
 from lumen.settings import Settings, load_settings
 from lumen.state import AppState
 
@@ -59,9 +59,10 @@ def write_config(path: Path, config: dict[str, Any]) -> Path:
 
 @contextmanager
 def running_lumen(
-    tmp_path: Path, config: dict[str, Any] | None = None, *, reload: bool = False
+    tmp_path: Path, config: dict[str, Any] | None = None, *, reload: bool = False, as_cli: bool = False
 ) -> Iterator[RunningLumen]:
-    """Lumen serving `config` (the embedded default when None) until the block ends."""
+    """Lumen serving `config` (the embedded default when None) until the block ends; `as_cli`
+    runs uvicorn as `lumen serve` does (its HTTP protocol and options, on an asyncio loop)."""
     data_dir = tmp_path / "data"
     overrides = {"server.data_dir": str(data_dir), "server.bootstrap_key": TEST_KEY}
     config_path = None
@@ -73,11 +74,14 @@ def running_lumen(
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     app = create_app(settings, config_path=config_path if reload else None, overrides=overrides)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, log_level="warning", lifespan="on", loop="asyncio", http="h11", **proxy_options(settings)
+    if as_cli:
+        server = uvicorn.Server(server_config(app, settings))
+    else:
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app, log_level="warning", lifespan="on", loop="asyncio", http="h11", **proxy_options(settings)
+            )
         )
-    )
     loop = asyncio.new_event_loop()
 
     def serve() -> None:

@@ -22,8 +22,9 @@ from starlette.middleware.cors import CORSMiddleware
 from lumen.access.resolver import AccessResolver
 from lumen.actions import commands
 from lumen.admin.api import build_admin_api
-from lumen.api import v1
-from lumen.api.errors import handle_http_exception, handle_lumen_error, handle_unexpected
+from lumen.api import openapi, v1
+from lumen.api.errors import handle_http_exception, handle_lumen_error
+from lumen.api.guard import ConnectionGuard
 from lumen.billing.bank import CoinBank
 from lumen.billing.memory import MemoryPoolStore
 from lumen.billing.redis_store import RedisPoolStore, redis_client
@@ -104,14 +105,14 @@ def create_app(
     tracing = (
         [Middleware(TracingMiddleware, tracer=tracer_provider.get_tracer("lumen"))] if tracer_provider else []
     )
+    # The guard is outermost, so it sees every exception (the tracing middleware's included) and
+    # answers it itself: Starlette's own 500 handler would re-raise into uvicorn, which logs the
+    # traceback a second time and closes the connection under a keep-alive client.
+    guard = Middleware(ConnectionGuard, body_timeout=lambda: settings.server.request_body_timeout)
     app = Starlette(
-        routes=[*v1.routes(), *health.routes(), *metrics.routes()],
-        middleware=[*tracing, Middleware(RequestIdMiddleware), *_cors(settings)],
-        exception_handlers={
-            LumenError: handle_lumen_error,
-            HTTPException: handle_http_exception,
-            Exception: handle_unexpected,
-        },
+        routes=[*v1.routes(), openapi.route(), *health.routes(), *metrics.routes()],
+        middleware=[guard, *tracing, Middleware(RequestIdMiddleware), *_cors(settings)],
+        exception_handlers={LumenError: handle_lumen_error, HTTPException: handle_http_exception},
         lifespan=lifespan,
     )
     portal = Portal(lambda: app.state.lumen)

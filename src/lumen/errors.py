@@ -9,6 +9,7 @@
     │   └── CsrfFailed              403 csrf_failed (a portal request without its CSRF token)
     ├── NotFound                    404 (unknown route)
     │   └── ModelNotFound           404 model_not_found
+    ├── RequestTimeout              408 the client stalled while sending its body
     ├── PayloadTooLarge             413
     ├── RateLimited                 429 rate_limit_exceeded
     ├── NoBackendAvailable          503 (no endpoint of the model can serve now)
@@ -110,6 +111,12 @@ class MethodNotAllowed(LumenError):
     status = 405
     type = "invalid_request_error"
     code = "method_not_allowed"
+
+
+class RequestTimeout(LumenError):
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
 
 
 class PayloadTooLarge(LumenError):

@@ -65,6 +65,12 @@ class ServerSettings(ConfigSection):
     """The URL users reach Lumen at (shown in messages and docs); default `http://host:port`."""
     max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     """Largest request body accepted; larger ones get 413."""
+    request_header_timeout: PositiveFloat = 10.0
+    """Seconds a client may take to send a request's headers (counted from the connection or the
+    request's first byte); a slower one is disconnected. Applies to `lumen serve`."""
+    request_body_timeout: PositiveFloat = 30.0
+    """Seconds a client may pause while sending a request body; a longer pause is answered 408
+    and the connection is closed."""
     bootstrap_key: SecretStr | None = None
     """An API key (`sk_...`) to register for the first admin at start, e.g. for automated set-ups."""
     secret_key: SecretStr | None = None

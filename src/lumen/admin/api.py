@@ -41,7 +41,16 @@ from lumen.admin.protocol import (
     UserPublic,
     UserUpdate,
 )
-from lumen.api.errors import error_response, handle_http_exception, handle_lumen_error, invalid_request
+from lumen.api.body import LimitedBodyRoute
+from lumen.api.errors import (
+    error_response,
+    handle_http_exception,
+    handle_lumen_error,
+    handle_unexpected,
+    invalid_request,
+)
+from lumen.api.openapi import document_errors, error_responses
+from lumen.api.params import IdPath, IdQuery, Offset
 from lumen.billing.audit import audit_all
 from lumen.billing.config import coins_to_micro
 from lumen.billing.pools import PoolOverrides
@@ -53,6 +62,9 @@ from lumen.state import AppState
 from lumen.usage.queries import recent_usage
 
 SessionAuth = Callable[[Request], Awaitable[Principal | None]]
+FINDS = error_responses(404)
+"""The responses of an operation that looks up a user, project or key by id or email (404 when there
+is none); the statuses every operation has are added by `document_errors`."""
 
 
 async def require_admin(request: Request) -> Principal:
@@ -99,6 +111,7 @@ def build_admin_api(get_state: Callable[[], AppState], session_auth: SessionAuth
 
     app.state.get_state = get_state
     app.state.session_auth = session_auth
+    app.router.route_class = LimitedBodyRoute
 
     def engine() -> AsyncEngine:
         return get_state().engine
@@ -127,7 +140,7 @@ def build_admin_api(get_state: Callable[[], AppState], session_auth: SessionAuth
         _: Admin,
         search: str = "",
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Offset = 0,
     ) -> list[UserPublic]:
         found = await store.list_users(engine=engine(), search=search, limit=limit, offset=offset)
         return [UserPublic(**_fields(u)) for u in found]
@@ -140,12 +153,12 @@ def build_admin_api(get_state: Callable[[], AppState], session_auth: SessionAuth
         await audited(actor, "user.create", user.principal, body.model_dump(mode="json"))
         return UserPublic(**_fields(user))
 
-    @app.get("/users/{user_id}", response_model=UserPublic)
-    async def get_user(_: Admin, user_id: int) -> UserPublic:
+    @app.get("/users/{user_id}", response_model=UserPublic, responses=FINDS)
+    async def get_user(_: Admin, user_id: IdPath) -> UserPublic:
         return UserPublic(**_fields(await store.get_user(engine=engine(), user_id=user_id)))
 
-    @app.patch("/users/{user_id}", response_model=UserPublic)
-    async def update_user(actor: AdminActor, user_id: int, body: UserUpdate) -> UserPublic:
+    @app.patch("/users/{user_id}", response_model=UserPublic, responses=FINDS)
+    async def update_user(actor: AdminActor, user_id: IdPath, body: UserUpdate) -> UserPublic:
         user = await accounts.set_user_flags(
             services(), user_id, by=actor, disabled=body.disabled, is_admin=body.is_admin
         )
@@ -153,14 +166,14 @@ def build_admin_api(get_state: Callable[[], AppState], session_auth: SessionAuth
 
     @app.get("/projects", response_model=list[ProjectPublic])
     async def list_projects(
-        _: Admin, limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0
+        _: Admin, limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Offset = 0
     ) -> list[ProjectPublic]:
         return [
             await project_public(p)
             for p in await store.list_projects(engine=engine(), limit=limit, offset=offset)
         ]
 
-    @app.post("/projects", response_model=ProjectPublic, status_code=201)
+    @app.post("/projects", response_model=ProjectPublic, status_code=201, responses=FINDS)
     async def create_project(actor: AdminActor, body: ProjectCreate) -> ProjectPublic:
         owner = await store.find_user(engine=engine(), email=body.owner_email)
         project = await store.create_project(
@@ -169,8 +182,8 @@ def build_admin_api(get_state: Callable[[], AppState], session_auth: SessionAuth
         await audited(actor, "project.create", project.principal, body.model_dump(mode="json"))
         return await project_public(project)
 
-    @app.patch("/projects/{project_id}", response_model=ProjectPublic)
-    async def update_project(actor: AdminActor, project_id: int, body: ProjectUpdate) -> ProjectPublic:
+    @app.patch("/projects/{project_id}", response_model=ProjectPublic, responses=FINDS)
+    async def update_project(actor: AdminActor, project_id: IdPath, body: ProjectUpdate) -> ProjectPublic:
         project = await store.get_project(engine=engine(), project_id=project_id)
         if body.owner_email is not None:
             owner = await store.find_user(engine=engine(), email=body.owner_email)
@@ -182,28 +195,26 @@ def build_admin_api(get_state: Callable[[], AppState], session_auth: SessionAuth
             project = await accounts.set_project_disabled(services(), project_id, body.disabled, by=actor)
         return await project_public(project)
 
-    @app.put("/projects/{project_id}/managers/{user_id}", status_code=204)
-    async def add_manager(actor: AdminActor, project_id: int, user_id: int) -> Response:
+    @app.put("/projects/{project_id}/managers/{user_id}", status_code=204, responses=FINDS)
+    async def add_manager(actor: AdminActor, project_id: IdPath, user_id: IdPath) -> Response:
         await store.add_manager(engine=engine(), project_id=project_id, user_id=user_id)
         await audited(actor, "project.add_manager", f"project:{project_id}", {"user_id": user_id})
         return Response(status_code=204)
 
-    @app.delete("/projects/{project_id}/managers/{user_id}", status_code=204)
-    async def remove_manager(actor: AdminActor, project_id: int, user_id: int) -> Response:
+    @app.delete("/projects/{project_id}/managers/{user_id}", status_code=204, responses=FINDS)
+    async def remove_manager(actor: AdminActor, project_id: IdPath, user_id: IdPath) -> Response:
         await store.remove_manager(engine=engine(), project_id=project_id, user_id=user_id)
         await audited(actor, "project.remove_manager", f"project:{project_id}", {"user_id": user_id})
         return Response(status_code=204)
 
     @app.get("/keys", response_model=list[KeyPublic])
-    async def list_keys(
-        _: Admin, user_id: int | None = None, project_id: int | None = None
-    ) -> list[KeyPublic]:
+    async def list_keys(_: Admin, user_id: IdQuery = None, project_id: IdQuery = None) -> list[KeyPublic]:
         kind, owner_id = _owner(user_id, project_id)
         return [
             _key_public(k) for k in await store.list_keys(engine=engine(), owner_kind=kind, owner_id=owner_id)
         ]
 
-    @app.post("/keys", response_model=KeyCreated, status_code=201)
+    @app.post("/keys", response_model=KeyCreated, status_code=201, responses=FINDS)
     async def create_key(actor: AdminActor, body: KeyCreate) -> KeyCreated:
         kind, owner_id = _owner(body.user_id, body.project_id)
         await existing_principal(body.user_id, body.project_id)  # 404 for an unknown owner
@@ -236,7 +247,7 @@ def build_admin_api(get_state: Callable[[], AppState], session_auth: SessionAuth
         await audited(actor, "key.create", f"key:{key.id}", public.model_dump(mode="json"))
         return KeyCreated(**public.model_dump(), key=plain)
 
-    @app.delete("/keys/{key_id}", response_model=KeyPublic)
+    @app.delete("/keys/{key_id}", response_model=KeyPublic, responses=FINDS)
     async def revoke_key(actor: AdminActor, key_id: str) -> KeyPublic:
         return _key_public(await keys.revoke_key(services(), key_id, by=actor))
 
@@ -256,13 +267,13 @@ def build_admin_api(get_state: Callable[[], AppState], session_auth: SessionAuth
             available=_coins(view.available_micro),
         )
 
-    @app.get("/coins", response_model=PoolPublic)
+    @app.get("/coins", response_model=PoolPublic, responses=FINDS)
     async def show_coins(
-        actor: AdminActor, user_id: int | None = None, project_id: int | None = None
+        actor: AdminActor, user_id: IdQuery = None, project_id: IdQuery = None
     ) -> PoolPublic:
         return await on_pool(actor, CoinCommand(await existing_principal(user_id, project_id), "show"))
 
-    @app.post("/coins/{action}", response_model=PoolPublic)
+    @app.post("/coins/{action}", response_model=PoolPublic, responses=FINDS)
     async def change_coins(
         actor: AdminActor, action: Literal["grant", "set", "reset"], body: CoinChange
     ) -> PoolPublic:
@@ -270,9 +281,9 @@ def build_admin_api(get_state: Callable[[], AppState], session_auth: SessionAuth
         amount = None if body.amount is None or action == "reset" else coins_to_micro(body.amount)
         return await on_pool(actor, CoinCommand(owner, action, amount_micro=amount, note=body.note))
 
-    @app.put("/coins/settings", response_model=PoolPublic)
+    @app.put("/coins/settings", response_model=PoolPublic, responses=FINDS)
     async def set_pool_settings(
-        actor: AdminActor, body: PoolOverridesBody, user_id: int | None = None, project_id: int | None = None
+        actor: AdminActor, body: PoolOverridesBody, user_id: IdQuery = None, project_id: IdQuery = None
     ) -> PoolPublic:
         owner = await existing_principal(user_id, project_id)
 
@@ -287,18 +298,18 @@ def build_admin_api(get_state: Callable[[], AppState], session_auth: SessionAuth
         )
         return await on_pool(actor, CoinCommand(owner, "settings", overrides=overrides))
 
-    @app.put("/access", status_code=204)
+    @app.put("/access", status_code=204, responses=FINDS)
     async def set_access_rule(
-        actor: AdminActor, body: EntityAccess, user_id: int | None = None, project_id: int | None = None
+        actor: AdminActor, body: EntityAccess, user_id: IdQuery = None, project_id: IdQuery = None
     ) -> Response:
         """A user's or project's own model access rule (an empty body removes it)."""
         target = await existing_principal(user_id, project_id)
         await policy.set_access_rule(services(), target, body, by=actor)
         return Response(status_code=204)
 
-    @app.put("/rate-limits", status_code=204)
+    @app.put("/rate-limits", status_code=204, responses=FINDS)
     async def set_rate_limits(
-        actor: AdminActor, body: LimitSettings, user_id: int | None = None, project_id: int | None = None
+        actor: AdminActor, body: LimitSettings, user_id: IdQuery = None, project_id: IdQuery = None
     ) -> Response:
         """A user's or project's own rate limits; fields left out are inherited, `{}` removes them."""
         target = await existing_principal(user_id, project_id)
@@ -324,7 +335,7 @@ def build_admin_api(get_state: Callable[[], AppState], session_auth: SessionAuth
     async def audit_entries(
         _: Admin,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        before: int | None = None,
+        before: IdQuery = None,
         actor: str | None = None,
         target: str | None = None,
         action: str | None = None,
@@ -342,6 +353,8 @@ def build_admin_api(get_state: Callable[[], AppState], session_auth: SessionAuth
     app.add_exception_handler(LumenError, handle_lumen_error)
     app.add_exception_handler(HTTPException, handle_http_exception)
     app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(Exception, handle_unexpected)
+    document_errors(app)
     return app
 
 

@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from lumen.api.params import RowId
 
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class _Patch(_Body):
+    """A PATCH body: at least one field must change something."""
+
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> _Patch:
+        if all(getattr(self, name) is None for name in type(self).model_fields):
+            names = ", ".join(f"'{name}'" for name in type(self).model_fields)
+            raise ValueError(f"Nothing to change: send at least one of {names}")
+        return self
 
 
 class UserCreate(_Body):
@@ -19,7 +34,7 @@ class UserCreate(_Body):
     is_admin: bool = False
 
 
-class UserUpdate(_Body):
+class UserUpdate(_Patch):
     disabled: bool | None = None
     is_admin: bool | None = None
 
@@ -39,7 +54,7 @@ class ProjectCreate(_Body):
     description: str = ""
 
 
-class ProjectUpdate(_Body):
+class ProjectUpdate(_Patch):
     disabled: bool | None = None
     owner_email: str | None = None
     """Transfers the ownership (the new owner becomes a manager)."""
@@ -56,15 +71,28 @@ class ProjectPublic(BaseModel):
 
 
 class KeyCreate(_Body):
-    user_id: int | None = None
-    project_id: int | None = None
+    user_id: RowId | None = None
+    project_id: RowId | None = None
     name: str = ""
     expires_at: datetime | None = None
+    """In UTC when no offset is given."""
     models: list[str] | None = None
     coin_cap: Decimal | None = Field(default=None, ge=0, max_digits=16, decimal_places=6)
     """Most coins this key may ever spend (on top of its owner's pool)."""
     admin: bool = False
     """An admin key, the only kind that opens this API: for an administrator, without `models`."""
+
+    @field_validator("expires_at")
+    @classmethod
+    def _in_utc(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("the date is out of range") from None
 
 
 class KeyPublic(BaseModel):
@@ -103,8 +131,8 @@ class UsagePublic(BaseModel):
 
 
 class CoinChange(_Body):
-    user_id: int | None = None
-    project_id: int | None = None
+    user_id: RowId | None = None
+    project_id: RowId | None = None
     amount: Decimal | None = Field(default=None, ge=0, max_digits=16, decimal_places=6)
     """Coins (up to 6 decimals); not used by `reset`."""
     note: str | None = None

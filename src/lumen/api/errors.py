@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,8 +11,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from lumen.errors import InvalidRequest, LumenError, MethodNotAllowed, NotFound, PayloadTooLarge
-
-log = logging.getLogger(__name__)
 
 
 def error_response(error: LumenError) -> Response:
@@ -34,7 +31,11 @@ def invalid_request(errors: Sequence[Any]) -> InvalidRequest:
     """The first of FastAPI's validation errors as Lumen's 400, naming the field."""
     first = errors[0]
     param = ".".join(str(p) for p in first["loc"] if p not in ("body", "query", "path"))
-    return InvalidRequest(f"Invalid value for '{param}': {first['msg']}.", param=param)
+    # pydantic prefixes the message of a validator's ValueError; the caller needs only the message.
+    message = str(first["msg"]).removeprefix("Value error, ")
+    if not param:
+        return InvalidRequest(f"Invalid request body: {message}.")
+    return InvalidRequest(f"Invalid value for '{param}': {message}.", param=param)
 
 
 async def handle_lumen_error(request: Request, exc: Exception) -> Response:
@@ -45,9 +46,18 @@ async def handle_lumen_error(request: Request, exc: Exception) -> Response:
 async def handle_http_exception(request: Request, exc: Exception) -> Response:
     """Starlette's own refusals (unknown route, wrong method) in our envelope."""
     assert isinstance(exc, HTTPException)
+    return error_response(http_error(request, exc))
+
+
+def http_error(
+    request: Request, exc: HTTPException, *, not_found: str = "Unknown request URL: {method} {path}."
+) -> LumenError:
+    """A framework's HTTPException as the LumenError of its status (`not_found` lets the portal
+    say "page" where the API says "URL")."""
     error: LumenError
     if exc.status_code == 404:
-        error = NotFound(f"Unknown request URL: {request.method} {request.url.path}.", code="unknown_url")
+        message = not_found.format(method=request.method, path=request.url.path)
+        error = NotFound(message, code="unknown_url")
     elif exc.status_code == 405:
         error = MethodNotAllowed(f"Method {request.method} is not allowed for {request.url.path}.")
     elif exc.status_code == 413:
@@ -55,10 +65,21 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     else:
         error = InvalidRequest(str(exc.detail))
         error.status = exc.status_code
+    return error
+
+
+def server_error_response(request_id: str | None = None) -> Response:
+    """The 500 of a failure nobody foresaw. `connection: close` tells the client not to reuse the
+    connection, which the server closes after it: a kept-alive one would be closed under the
+    client's next request. The failure is logged where it is caught (lumen.api.guard)."""
+    headers = {"connection": "close"}
+    if request_id is not None:
+        headers["x-request-id"] = request_id
+    error = LumenError("The server had an error while processing your request.", headers=headers)
     return error_response(error)
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    error = LumenError("The server had an error while processing your request.")
-    return error_response(error)
+    """The 500 answer of a mounted app (the admin API, the portal); the exception goes on to the
+    root app's guard, which logs it once."""
+    return server_error_response()

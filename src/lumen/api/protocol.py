@@ -14,6 +14,15 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 from lumen.errors import InvalidRequest
 
+MAX_TOKENS = 2**31 - 1
+"""The largest token count or token id a request may name (`max_tokens`, `dimensions`, ids in a
+`prompt`): what a backend's 32-bit integers and the usage table's INTEGER columns hold. No model
+comes near it; a larger number is a mistake, refused with a 400 that names the parameter."""
+
+TokenCount = Annotated[StrictInt, Field(ge=1, le=MAX_TOKENS)]
+TokenId = Annotated[StrictInt, Field(ge=0, le=MAX_TOKENS)]
+Choices = Annotated[StrictInt, Field(ge=1, le=128)]
+
 
 class _Checked(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
@@ -33,16 +42,16 @@ class ChatCompletionRequest(_Checked):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     stream: StrictBool | None = False
     stream_options: StreamOptions | None = None
-    max_tokens: Annotated[StrictInt, Field(ge=1)] | None = None
-    max_completion_tokens: Annotated[StrictInt, Field(ge=1)] | None = None
-    n: Annotated[StrictInt, Field(ge=1, le=128)] | None = None
+    max_tokens: TokenCount | None = None
+    max_completion_tokens: TokenCount | None = None
+    n: Choices | None = None
 
     @property
     def output_cap(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
 
-PromptType = StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]]
+PromptType = StrictStr | list[StrictStr] | list[TokenId] | list[list[TokenId]]
 
 
 class CompletionRequest(_Checked):
@@ -50,8 +59,8 @@ class CompletionRequest(_Checked):
     prompt: PromptType
     stream: StrictBool | None = False
     stream_options: StreamOptions | None = None
-    max_tokens: Annotated[StrictInt, Field(ge=0)] | None = None
-    n: Annotated[StrictInt, Field(ge=1, le=128)] | None = None
+    max_tokens: Annotated[StrictInt, Field(ge=0, le=MAX_TOKENS)] | None = None
+    n: Choices | None = None
 
     @property
     def output_cap(self) -> int | None:
@@ -62,7 +71,7 @@ class EmbeddingRequest(_Checked):
     model: Annotated[StrictStr, Field(min_length=1)]
     input: PromptType
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: Annotated[StrictInt, Field(ge=1)] | None = None
+    dimensions: TokenCount | None = None
 
 
 Checked = TypeVar("Checked", bound=BaseModel)

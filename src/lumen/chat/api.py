@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
+from lumen.api.body import LimitedBodyRoute
 from lumen.api.errors import error_response, handle_http_exception, handle_lumen_error
 from lumen.chat import export, store
 from lumen.chat.attachments import AttachmentLimits, extract
@@ -62,7 +63,9 @@ def chat_router(
 ) -> APIRouter:
     """The router; `current_user` may raise `AuthenticationFailed` for a request without a session."""
     limits = limits or AttachmentLimits()
-    router = APIRouter(prefix="/api/chat", tags=["chat"], dependencies=list(dependencies))
+    router = APIRouter(
+        prefix="/api/chat", tags=["chat"], dependencies=list(dependencies), route_class=LimitedBodyRoute
+    )
 
     async def owner(principal: Principal = Depends(current_user)) -> int:
         return owner_id(principal)

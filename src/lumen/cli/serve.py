@@ -15,6 +15,9 @@ from lumen.cli.common import config_option, data_dir_option, load, with_database
 from lumen.settings import Settings
 
 if TYPE_CHECKING:
+    import uvicorn
+    from starlette.types import ASGIApp
+
     from lumen.identity.setup import FirstStart
 
 
@@ -98,20 +101,27 @@ def _serve(
             _print_banner(settings, first_start)
 
     app = create_app(settings, config_path=config, overrides=overrides, on_ready=ready)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            loop="uvloop",
-            http="httptools",
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=30,
-            lifespan="on",
-            **proxy_options(settings),
-        )
-    )
+    server = uvicorn.Server(server_config(app, settings))
     # Server.run, not asyncio.run(server.serve()): only run() installs the uvloop event loop.
     server.run(sockets=[sock])
+
+
+def server_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
+    """How `lumen serve` runs uvicorn (the tests of connection handling run the same)."""
+    import uvicorn
+
+    from lumen.cli.http_protocol import with_header_timeout
+
+    return uvicorn.Config(
+        app,
+        loop="uvloop",
+        http=with_header_timeout(settings.server.request_header_timeout),
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=30,
+        lifespan="on",
+        **proxy_options(settings),
+    )
 
 
 def proxy_options(settings: Settings) -> dict[str, Any]:

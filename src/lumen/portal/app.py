@@ -22,8 +22,8 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from lumen.api.errors import error_response, invalid_request
-from lumen.errors import CsrfFailed, LoginRequired, LumenError, NotFound, PermissionDenied
+from lumen.api.errors import error_response, handle_unexpected, http_error, invalid_request
+from lumen.errors import CsrfFailed, LoginRequired, LumenError, PermissionDenied
 from lumen.identity.oidc import MemoryStateCache, OidcClient, RedisStateCache
 from lumen.identity.principal import Principal
 from lumen.identity.sessions import PortalSession, SessionStore
@@ -246,11 +246,13 @@ class Portal:
     def _build(self) -> FastAPI:
         app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
         app.state.portal = self
+        app.state.get_state = self._get_state  # the body limit of LimitedBodyRoute
         for router in ROUTERS:
             app.include_router(router, dependencies=[Depends(deps.csrf_protect)])
         app.add_exception_handler(LumenError, self._error)
         app.add_exception_handler(HTTPException, self._http_error)
         app.add_exception_handler(RequestValidationError, self._invalid)
+        app.add_exception_handler(Exception, handle_unexpected)
         return app
 
     async def _invalid(self, request: Request, exc: Exception) -> Response:
@@ -268,10 +270,7 @@ class Portal:
 
     async def _http_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        error = LumenError(str(exc.detail))
-        error.status = exc.status_code
-        if exc.status_code == 404:
-            error = NotFound("There is no page at this address.", code="unknown_url")
+        error = http_error(request, exc, not_found="There is no page at this address.")
         if not _wants_html(request):
             return error_response(error)
         return await self._error_page(request, error)

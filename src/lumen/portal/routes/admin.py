@@ -22,6 +22,7 @@ from starlette.responses import RedirectResponse, Response
 
 from lumen.access.policy import Status, decide
 from lumen.admin import audit_log
+from lumen.api.params import MAX_ID, bounded_offset
 from lumen.billing.pools import PoolParams
 from lumen.errors import InvalidRequest
 from lumen.identity import store
@@ -140,10 +141,7 @@ async def users_page(request: Request, user: AdminUser, portal: PortalDep) -> Re
     if sort not in SORTS:
         sort = "email"
     descending = params.get("dir") == "desc"
-    try:
-        offset = max(int(params.get("offset") or 0), 0)
-    except ValueError:
-        offset = 0
+    offset = bounded_offset(params.get("offset"))
     found = await store.list_users(
         engine=engine, search=search, limit=PAGE_SIZE, offset=offset, sort=sort, descending=descending
     )
@@ -584,6 +582,8 @@ async def audit_page(request: Request, user: AdminUser, portal: PortalDep) -> Re
     target = (params.get("target") or "").strip()[:200]
     try:
         before = int(params["before"]) if params.get("before") else None
+        if before is not None and not 1 <= before <= MAX_ID:
+            raise ValueError(before)
     except ValueError:
         raise InvalidRequest("That page of the audit log does not exist.", param="before") from None
     entries = await audit_log.entries(

@@ -20,6 +20,7 @@ from fastapi import APIRouter, Depends, Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.responses import JSONResponse, Response
 
+from lumen.api.params import IdPath
 from lumen.chat.api import chat_router, owner_id
 from lumen.chat.attachments import AttachmentLimits
 from lumen.chat.checks import MAX_ATTACHMENTS
@@ -132,7 +133,7 @@ async def send(conversation_id: str, request: Request, user: CurrentUser, portal
 
 @router.post("/api/chat/conversations/{conversation_id}/messages/{message_id}/edit")
 async def edit(
-    conversation_id: str, message_id: int, request: Request, user: CurrentUser, portal: PortalDep
+    conversation_id: str, message_id: IdPath, request: Request, user: CurrentUser, portal: PortalDep
 ) -> Response:
     ctx = _context(request, user, portal)
     body = await chat_send.read_body(request, ctx.state, EditBody)
@@ -141,7 +142,7 @@ async def edit(
 
 @router.post("/api/chat/conversations/{conversation_id}/messages/{message_id}/regenerate")
 async def regenerate(
-    conversation_id: str, message_id: int, request: Request, user: CurrentUser, portal: PortalDep
+    conversation_id: str, message_id: IdPath, request: Request, user: CurrentUser, portal: PortalDep
 ) -> Response:
     ctx = _context(request, user, portal)
     body = await chat_send.read_body(request, ctx.state, RegenerateBody)

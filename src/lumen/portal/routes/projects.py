@@ -23,6 +23,7 @@ from lumen.actions import keys as key_actions
 from lumen.actions.accounts import set_project_disabled
 from lumen.actions.context import Actor
 from lumen.actions.faces import server_services
+from lumen.api.params import IdPath, bounded_offset
 from lumen.errors import InvalidRequest, LumenError, NotFound, PermissionDenied
 from lumen.identity import store
 from lumen.identity.groups import member_groups
@@ -106,10 +107,7 @@ async def _list_page(
     offset = 0
     total = 0
     if user.is_admin:
-        try:
-            offset = max(int(request.query_params.get("offset", "0")), 0)
-        except ValueError:
-            offset = 0
+        offset = bounded_offset(request.query_params.get("offset"))
         found = await store.list_projects(engine=engine, limit=PAGE_SIZE, offset=offset)
         total = await store.count_projects(engine=engine)
     else:
@@ -383,7 +381,9 @@ async def _detail(
 
 
 @router.get("/projects/{project_id}")
-async def project_page(project_id: int, request: Request, user: CurrentUser, portal: PortalDep) -> Response:
+async def project_page(
+    project_id: IdPath, request: Request, user: CurrentUser, portal: PortalDep
+) -> Response:
     project, role = await _project_and_role(portal, user, project_id)
     return await _detail(request, user, portal, project, role)
 
@@ -406,7 +406,7 @@ def _require_people_rights(role: Role) -> None:
 
 
 @router.post("/projects/{project_id}/managers")
-async def add_manager(project_id: int, request: Request, user: CurrentUser, portal: PortalDep) -> Response:
+async def add_manager(project_id: IdPath, request: Request, user: CurrentUser, portal: PortalDep) -> Response:
     project, role = await _project_and_role(portal, user, project_id)
     _require_people_rights(role)
     email = str((await request.form()).get("email") or "").strip()
@@ -428,7 +428,7 @@ async def add_manager(project_id: int, request: Request, user: CurrentUser, port
 
 @router.post("/projects/{project_id}/managers/{user_id}/remove")
 async def remove_manager(
-    project_id: int, user_id: int, request: Request, user: CurrentUser, portal: PortalDep
+    project_id: IdPath, user_id: IdPath, request: Request, user: CurrentUser, portal: PortalDep
 ) -> Response:
     project, role = await _project_and_role(portal, user, project_id)
     _require_people_rights(role)
@@ -441,7 +441,7 @@ async def remove_manager(
 
 
 @router.post("/projects/{project_id}/owner")
-async def transfer(project_id: int, request: Request, user: CurrentUser, portal: PortalDep) -> Response:
+async def transfer(project_id: IdPath, request: Request, user: CurrentUser, portal: PortalDep) -> Response:
     project, role = await _project_and_role(portal, user, project_id)
     if not role.manages_people:
         raise PermissionDenied("Only the project's owner or an administrator can hand the ownership on.")
@@ -462,7 +462,7 @@ async def transfer(project_id: int, request: Request, user: CurrentUser, portal:
 
 
 @router.post("/projects/{project_id}/keys")
-async def create_key(project_id: int, request: Request, user: CurrentUser, portal: PortalDep) -> Response:
+async def create_key(project_id: IdPath, request: Request, user: CurrentUser, portal: PortalDep) -> Response:
     project, role = await _project_and_role(portal, user, project_id)
     data = await request.form()
     form = KeyForm.read(data)
@@ -506,7 +506,7 @@ async def create_key(project_id: int, request: Request, user: CurrentUser, porta
 
 @router.post("/projects/{project_id}/keys/{key_id}/revoke")
 async def revoke_key(
-    project_id: int, key_id: str, request: Request, user: CurrentUser, portal: PortalDep
+    project_id: IdPath, key_id: str, request: Request, user: CurrentUser, portal: PortalDep
 ) -> Response:
     project, _ = await _project_and_role(portal, user, project_id)
     state = portal.state
@@ -521,7 +521,7 @@ async def revoke_key(
 
 
 @router.post("/projects/{project_id}/acknowledge")
-async def acknowledge(project_id: int, request: Request, user: CurrentUser, portal: PortalDep) -> Response:
+async def acknowledge(project_id: IdPath, request: Request, user: CurrentUser, portal: PortalDep) -> Response:
     project, role = await _project_and_role(portal, user, project_id)
     data = await request.form()
     model = str(data.get("model") or "")
@@ -545,7 +545,7 @@ async def acknowledge(project_id: int, request: Request, user: CurrentUser, port
 
 
 @router.post("/projects/{project_id}/status")
-async def set_status(project_id: int, request: Request, user: CurrentUser, portal: PortalDep) -> Response:
+async def set_status(project_id: IdPath, request: Request, user: CurrentUser, portal: PortalDep) -> Response:
     project, role = await _project_and_role(portal, user, project_id)
     if not role.is_admin:
         raise PermissionDenied("Only administrators can disable or enable a project.", code="admin_required")

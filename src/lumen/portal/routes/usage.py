@@ -21,6 +21,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from lumen.api.params import MAX_ID
 from lumen.errors import InvalidRequest, NotFound, PermissionDenied
 from lumen.identity import store
 from lumen.identity.groups import project_groups, user_groups
@@ -385,7 +386,10 @@ def _parse_before(value: str | None) -> tuple[datetime, int] | None:
     at, _, row_id = value.rpartition("_")
     try:
         parsed = datetime.fromisoformat(at)
-        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)), int(row_id)
+        number = int(row_id)
+        if not 0 <= number <= MAX_ID:
+            raise ValueError(number)
+        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)), number
     except ValueError:
         raise InvalidRequest("That page of requests does not exist.", param="before") from None
 
