@@ -15,7 +15,9 @@ from tests.inprocess import InProcess, in_process
 from tests.messages.tool_backend import ToolCaller
 from tests.support import ECHO, TEST_KEY, model
 
-CONFIG: dict[str, Any] = {"models": [model("echo", ECHO), model("tools", ECHO)]}
+CONFIG: dict[str, Any] = {
+    "models": [model("echo", ECHO), model("tools", ECHO), model("secret", ECHO, access="blocked")]
+}
 WEATHER_TOOL: Any = {
     "name": "get_weather",
     "description": "The weather in a city.",
@@ -199,6 +201,11 @@ async def test_error_classes(lumen: tuple[InProcess, ToolCaller]) -> None:
     assert isinstance(missing.value.body, dict) and missing.value.body["error"]["type"] == "not_found_error"
     with pytest.raises(anthropic.NotFoundError):
         await client.messages.count_tokens(model="nope", messages=hello)
+    with pytest.raises(anthropic.PermissionDeniedError) as refused:
+        await client.messages.create(model="secret", max_tokens=5, messages=hello)
+    assert isinstance(refused.value.body, dict) and refused.value.body["error"]["type"] == "permission_error"
+    with pytest.raises(anthropic.PermissionDeniedError):
+        await client.messages.count_tokens(model="secret", messages=hello)
     video: Any = {"role": "user", "content": [{"type": "video", "url": "x"}]}
     with pytest.raises(anthropic.BadRequestError) as bad:
         await client.messages.create(

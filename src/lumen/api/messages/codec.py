@@ -7,8 +7,8 @@
 
 What does not translate: `thinking` and `redacted_thinking` blocks are dropped (chat completions
 has no signed reasoning), and a backend's `reasoning_content` is not returned as thinking blocks;
-`cache_control` is ignored; images inside a `tool_result` move to a user message right after the
-tool messages (chat tool messages carry text only).
+`cache_control` and a tool result's `is_error` are ignored; images inside a `tool_result` move to
+a user message right after the tool messages (chat tool messages carry text only).
 """
 
 from __future__ import annotations
