@@ -12,7 +12,7 @@ import anthropic
 import orjson
 import pytest
 
-from tests.gateway.scripted import Fault, Scripted
+from tests.gateway.scripted import KINDS, STAGES, Fault, Scripted
 from tests.gateway.test_faults import CONFIG, _check_nothing_left
 from tests.inprocess import InProcess, in_process
 from tests.messages.test_sdk import sdk
@@ -127,3 +127,36 @@ async def test_refusals_keep_their_status_and_headers(tmp_path: Path) -> None:
             await client.messages.create(model="free", max_tokens=5, messages=hello)
         headers = limited.value.response.headers
         assert "retry-after" in headers and headers["x-ratelimit-limit-requests"] == "1"
+
+
+CASES = [
+    (stage, kind, stream)
+    for stage in STAGES
+    for kind in KINDS
+    for stream in (False, True)
+    if stream or stage != "mid_stream"
+]
+
+
+@pytest.mark.parametrize(
+    ("stage", "kind", "stream"), CASES, ids=[f"{s}-{k}-{'stream' if st else 'unary'}" for s, k, st in CASES]
+)
+async def test_a_backend_fault_leaves_nothing_behind(
+    lumen: tuple[InProcess, Scripted], stage: str, kind: str, stream: bool
+) -> None:
+    """The pipeline's fault matrix (tests/gateway/test_faults.py) through the Messages surface:
+    the translation holds nothing of its own, and its errors are Anthropic's."""
+    app, scripted = lumen
+    scripted.disconnect = asyncio.Event()
+    scripted.fault = Fault(stage, kind)
+    request_id = f"msg-{stage}-{kind}-{stream}"
+    exchange = await app.exchange(
+        "/v1/messages", {**BODY, "stream": stream}, request_id=request_id, disconnect=scripted.disconnect
+    )
+    scripted.fault = None
+    await _check_nothing_left(app, request_id)
+    if kind == "disconnect":
+        assert scripted.cancelled == 1, "the backend's work was not cancelled when the client left"
+    elif exchange.status is not None and exchange.status != 200:
+        assert exchange.json()["type"] == "error", exchange.body
+        assert exchange.json()["error"]["type"] in ("api_error", "overloaded_error")
