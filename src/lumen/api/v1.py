@@ -19,6 +19,8 @@ from starlette.routing import BaseRoute, Route
 from lumen.api.body import read_json_object
 from lumen.api.calls import prepare, serve
 from lumen.api.disconnect import ClientDisconnected
+from lumen.api.messages import router as messages
+from lumen.api.messages.codec import model_list
 from lumen.api.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, validate
 from lumen.api.sse import SSEResponse
 from lumen.errors import ModelNotFound, PermissionDenied
@@ -80,8 +82,11 @@ async def embeddings(request: Request) -> Response:
 async def list_models(request: Request) -> Response:
     """Exactly the models the caller may use, or use after acknowledging their notice."""
     state = app_state(request)
-    principal = await state.authenticate(request.headers.get("authorization"))
+    principal = await state.authenticate(messages.authorization(request))
     view = await state.access.resolve(principal.id, principal.groups)
+    if "anthropic-version" in request.headers:  # Claude Code and the Anthropic SDKs
+        names = [d.model for d in view.listed(principal.models) if state.registry.get(d.model) is not None]
+        return _json(model_list(names), await state.gate.peek_headers(principal))
     cards = []
     for decision in view.listed(principal.models):
         model = state.registry.get(decision.model)

@@ -1,0 +1,123 @@
+"""The routes of Anthropic's Messages surface, translated over chat completions through the call
+pipeline (`lumen.api.calls`): what Claude Code and the Anthropic SDKs speak.
+
+    POST /v1/messages                 a Messages call, streaming or not
+    POST /v1/messages/count_tokens    the prompt estimate of a Messages request; spends nothing
+
+Both accept the key as `x-api-key` or `Authorization: Bearer`, and `?beta=true`,
+`anthropic-version` and `anthropic-beta` (read by nobody: there is no native Anthropic backend to
+forward them to). Every refusal is rendered in Anthropic's error envelope, with the status and the
+headers (`retry-after`, `x-ratelimit-*`, `x-should-retry`) it has on the OpenAI surface.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from lumen.api.body import read_json_object
+from lumen.api.calls import prepare, serve
+from lumen.api.disconnect import ClientDisconnected
+from lumen.api.errors import error_response
+from lumen.api.messages.codec import chat_prompt, error_body, events, from_chat, to_chat
+from lumen.api.messages.protocol import CountTokensRequest, MessagesRequest, parse
+from lumen.api.sse import SSEResponse
+from lumen.errors import LumenError
+from lumen.gateway.admission import acknowledge_url
+from lumen.state import app_state
+from lumen.upstream.base import Operation
+
+log = logging.getLogger(__name__)
+
+OPERATION: Operation = "chat.completions"
+
+
+def authorization(request: Request) -> str | None:
+    """The key as `Authorization: Bearer` (what `authenticate` reads): Anthropic's SDKs send it as
+    `x-api-key` (`ANTHROPIC_API_KEY`) or as a bearer token (`ANTHROPIC_AUTH_TOKEN`)."""
+    key = request.headers.get("x-api-key")
+    return f"Bearer {key}" if key else request.headers.get("authorization")
+
+
+def _anthropic_errors(
+    handler: Callable[[Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
+    """Renders whatever `handler` raises in Anthropic's envelope instead of the app's OpenAI one."""
+
+    async def handle(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except LumenError as exc:
+            return error(request, exc)
+        except Exception as exc:
+            log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+            return error(request, LumenError("The server had an error while processing your request."))
+
+    return handle
+
+
+def error(request: Request, exc: LumenError) -> Response:
+    request_id: str | None = getattr(request.state, "request_id", None)
+    response = error_response(exc)  # the status and the retry headers, as on every surface
+    response.body = orjson.dumps(error_body(exc, request_id))
+    response.headers["content-length"] = str(len(response.body))
+    if request_id is not None:
+        response.headers["request-id"] = request_id  # the header the SDKs report
+    return response
+
+
+@_anthropic_errors
+async def create_message(request: Request) -> Response:
+    state = app_state(request)
+    principal = await state.authenticate(authorization(request))
+    parsed: list[MessagesRequest] = []
+
+    def build(body: dict[str, Any]) -> dict[str, Any]:
+        parsed.append(parse(MessagesRequest, body))
+        return to_chat(parsed[0])
+
+    prepared = await prepare(request, principal, OPERATION, build)
+    model = parsed[0].model
+    call = prepared.call
+    try:
+        answer = await serve(request, prepared)
+    except ClientDisconnected:
+        return Response(status_code=499)
+    headers = {**call.headers, "request-id": request.state.request_id}
+    if isinstance(answer, dict):
+        return Response(
+            orjson.dumps(from_chat(answer, model)), media_type="application/json", headers=headers
+        )
+    translated = events(answer, model, call.spec.prompt_estimate)
+    return SSEResponse(translated, headers=headers, on_abandon=call.aclose)
+
+
+@_anthropic_errors
+async def count_tokens(request: Request) -> Response:
+    """The prompt estimate the pipeline would hold coins for (the model's own tokenizer where Lumen
+    runs it), under the same access policy as a call; no coins, no rate-limit tokens, no usage."""
+    state = app_state(request)
+    principal = await state.authenticate(authorization(request))
+    raw = await read_json_object(request, state.settings.server.max_body_bytes)
+    body = chat_prompt(parse(CountTokensRequest, raw))
+    pipeline = state.pipeline
+    model = pipeline.resolve(body["model"], OPERATION)
+    view = await state.access.resolve(principal.id, principal.groups)
+    view.require(
+        model.name, acknowledge_url=acknowledge_url(state.settings, model.name), key_models=principal.models
+    )
+    spec = pipeline.spec(OPERATION, model, body)
+    return Response(orjson.dumps({"input_tokens": spec.prompt_estimate}), media_type="application/json")
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        Route("/v1/messages", create_message, methods=["POST"]),
+        Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
+    ]
