@@ -106,7 +106,7 @@ def test_a_stalled_body_is_answered_408_and_the_connection_closed(
         assert headers["connection"] == "close" and headers["x-request-id"]
         assert _closed_by_server(sock)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
-    assert lumen.state.gate.holding == 0
+    assert lumen.state.pipeline.holding == 0
 
 
 def test_a_client_dropping_mid_upload_is_one_info_line(

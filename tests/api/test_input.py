@@ -42,7 +42,7 @@ def _error(response: httpx.Response, status: int) -> dict[str, Any]:
 
 def _nothing_held(lumen: RunningLumen) -> None:
     state = lumen.state
-    assert state.gate.holding == 0
+    assert state.pipeline.holding == 0
     assert all(endpoint.in_flight == 0 for endpoint in state.registry.endpoints())
 
 

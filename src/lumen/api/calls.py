@@ -18,10 +18,11 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from lumen.api.body import read_json_object
 from lumen.api.disconnect import until_disconnect
+from lumen.api.guard import BodyReadTimedOut
 from lumen.errors import LumenError
 from lumen.gateway.pipeline import Call, unexpected_error
 from lumen.identity.principal import Principal
@@ -57,6 +58,18 @@ async def prepare(
         model_name = name if isinstance(name, str) else ""
         body = build(raw)
         spec = pipeline.spec(op, pipeline.resolve(body["model"], op), body)
+    except (ClientDisconnect, BodyReadTimedOut):
+        # The client stopped sending its body: the guard answers (or logs) it, once, at info.
+        pipeline.record_refusal(
+            principal,
+            request_id=request_id,
+            op=op,
+            model=model_name,
+            error=None,
+            started=started,
+            source=source,
+        )
+        raise
     except Exception as exc:
         # Refused before any call existed: still one usage record (401s are not: without a key
         # there is nobody to attribute them to, and anyone could fill the table with them).
