@@ -24,6 +24,7 @@ from lumen.actions import commands
 from lumen.admin.api import build_admin_api
 from lumen.api import v1
 from lumen.api.errors import handle_http_exception, handle_lumen_error, handle_unexpected
+from lumen.api.responses import router as responses
 from lumen.billing.bank import CoinBank
 from lumen.billing.memory import MemoryPoolStore
 from lumen.billing.redis_store import RedisPoolStore, redis_client
@@ -105,7 +106,7 @@ def create_app(
         [Middleware(TracingMiddleware, tracer=tracer_provider.get_tracer("lumen"))] if tracer_provider else []
     )
     app = Starlette(
-        routes=[*v1.routes(), *health.routes(), *metrics.routes()],
+        routes=[*v1.routes(), *responses.routes(), *health.routes(), *metrics.routes()],
         middleware=[*tracing, Middleware(RequestIdMiddleware), *_cors(settings)],
         exception_handlers={
             LumenError: handle_lumen_error,
