@@ -66,7 +66,7 @@ async def test_the_request_becomes_a_chat_body(lumen: Lumen) -> None:
                 ],
             },
         ],
-        tools=[WEATHER],
+        tools=[WEATHER, {"type": "web_search"}, {"type": "namespace", "name": "agents", "tools": []}],
         tool_choice={"type": "function", "name": "get_weather"},
         parallel_tool_calls=False,
         text={"format": {"type": "json_schema", "name": "w", "schema": {"type": "object"}, "strict": True}},
@@ -89,7 +89,7 @@ async def test_the_request_becomes_a_chat_body(lumen: Lumen) -> None:
             ],
         },
     ]
-    assert body["tools"] == [
+    assert body["tools"] == [  # the tools a chat backend cannot carry out are not offered
         {
             "type": "function",
             "function": {
@@ -310,3 +310,11 @@ async def test_an_unknown_previous_response_is_a_404(lumen: Lumen) -> None:
     with pytest.raises(openai.NotFoundError) as refused:
         await lumen.client().responses.create(model="echo", input="hi", previous_response_id="resp_nope")
     assert refused.value.body["param"] == "previous_response_id"  # type: ignore[index]
+
+
+async def test_forcing_a_tool_the_server_cannot_carry_out_is_a_400(lumen: Lumen) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        await lumen.client().responses.create(
+            model="echo", input="hi", tools=[{"type": "web_search"}], tool_choice={"type": "web_search"}
+        )
+    assert refused.value.body["param"] == "tool_choice.type"  # type: ignore[index]

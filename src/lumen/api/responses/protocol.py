@@ -88,8 +88,9 @@ def chat_body(request: ResponsesRequest, history: list[JSON], items: list[JSON])
         "reasoning_effort": request.reasoning.effort if request.reasoning else None,
         "response_format": _response_format(request.text),
     }
-    if request.tools:
-        optional["tools"] = [_chat_tool(tool, index) for index, tool in enumerate(request.tools)]
+    tools = _chat_tools(request.tools or [])
+    if tools:
+        optional["tools"] = tools
     if request.tool_choice is not None:
         optional["tool_choice"] = _chat_tool_choice(request.tool_choice)
     body.update({name: value for name, value in optional.items() if value is not None})
@@ -233,19 +234,22 @@ def _tool_call(item: JSON, where: str) -> JSON:
     }
 
 
-def _chat_tool(tool: JSON, index: int) -> JSON:
-    where = f"tools[{index}]"
-    if tool.get("type") != "function":
-        raise InvalidRequest(
-            f"Unsupported tool type {tool.get('type')!r} at '{where}': this server offers function "
-            "tools only.",
-            param=f"{where}.type",
-        )
-    function: JSON = {"name": _string(tool, "name", where)}
-    for name in ("description", "parameters", "strict"):
-        if tool.get(name) is not None:
-            function[name] = tool[name]
-    return {"type": "function", "function": function}
+def _chat_tools(tools: list[JSON]) -> list[JSON]:
+    """The function tools, in chat's nested shape. Other tools (hosted ones such as `web_search`,
+    Codex's `namespace` groups, `custom` tools) are offers the server cannot carry out: they are
+    left out of the call rather than refused, so clients that always offer them (Codex does) work;
+    the model is simply not offered them. Forcing one with `tool_choice` is a 400."""
+    chat = []
+    for index, tool in enumerate(tools):
+        if tool.get("type") != "function":
+            continue
+        where = f"tools[{index}]"
+        function: JSON = {"name": _string(tool, "name", where)}
+        for name in ("description", "parameters", "strict"):
+            if tool.get(name) is not None:
+                function[name] = tool[name]
+        chat.append({"type": "function", "function": function})
+    return chat
 
 
 def _chat_tool_choice(choice: str | JSON) -> str | JSON:
