@@ -318,3 +318,33 @@ async def test_forcing_a_tool_the_server_cannot_carry_out_is_a_400(lumen: Lumen)
             model="echo", input="hi", tools=[{"type": "web_search"}], tool_choice={"type": "web_search"}
         )
     assert refused.value.body["param"] == "tool_choice.type"  # type: ignore[index]
+
+
+async def test_an_expired_response_is_absent_and_pruned(
+    lumen: Lumen, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import func, select
+
+    from lumen.api.responses import store
+    from lumen.store.tables import stored_responses
+
+    client = lumen.client()
+    monkeypatch.setattr(store, "RETENTION", timedelta(seconds=-1))  # expired as soon as it is kept
+    old = await client.responses.create(model="echo", input="short-lived")
+    with pytest.raises(openai.NotFoundError):
+        await client.responses.retrieve(old.id)
+    monkeypatch.setattr(store, "RETENTION", timedelta(days=30))
+    new = await client.responses.create(model="echo", input="kept")
+    async with lumen.app.state.engine.connect() as conn:
+        ids = (await conn.execute(select(stored_responses.c.id))).scalars().all()
+        assert await conn.scalar(select(func.count()).select_from(stored_responses)) == 1
+    assert ids == [new.id]
+
+
+async def test_replaying_a_stored_response_as_a_stream_is_refused(lumen: Lumen) -> None:
+    created = await lumen.client().responses.create(model="echo", input="hi")
+    answer = await lumen.app.client.get(f"/v1/responses/{created.id}?stream=true", headers=lumen.app.auth)
+    assert answer.status_code == 400
+    assert answer.json()["error"]["param"] == "stream"
