@@ -109,3 +109,29 @@ async def test_a_client_leaving_before_a_stored_answer_stores_nothing(
     assert exchange.status in (None, 499)
     await _check_nothing_left(app, "resp-unary-gone")
     assert await _stored(app) == 0
+
+
+async def test_a_response_that_cannot_be_stored_ends_in_response_failed(
+    lumen: tuple[InProcess, Scripted], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lumen.api.responses import store
+
+    async def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("database gone")
+
+    app, _ = lumen
+    monkeypatch.setattr(store, "save", broken)
+    exchange = await app.exchange("/v1/responses", BODY, request_id="resp-unstored")
+    name, last = _events(exchange.body)[-1]
+    assert name == "response.failed"
+    assert last["response"]["error"]["message"] == "The response could not be stored."
+    await _check_nothing_left(app, "resp-unstored")
+
+
+async def test_items_broken_off_by_a_failure_are_incomplete(lumen: tuple[InProcess, Scripted]) -> None:
+    app, scripted = lumen
+    scripted.error_event = {"message": "The model crashed.", "type": "server_error", "code": "model_error"}
+    exchange = await app.exchange("/v1/responses", BODY)
+    done = [data for name, data in _events(exchange.body) if name == "response.output_item.done"]
+    assert [d["item"]["status"] for d in done] == ["incomplete"]
+    assert done[0]["item"]["content"][0]["text"] == "one"

@@ -348,3 +348,18 @@ async def test_replaying_a_stored_response_as_a_stream_is_refused(lumen: Lumen) 
     answer = await lumen.app.client.get(f"/v1/responses/{created.id}?stream=true", headers=lumen.app.auth)
     assert answer.status_code == 400
     assert answer.json()["error"]["param"] == "stream"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("conversation", "conv_1"), ("background", True), ("prompt", {"id": "pmpt_1"})],
+)
+async def test_features_without_an_equivalent_are_refused_not_ignored(
+    lumen: Lumen, field: str, value: Any
+) -> None:
+    answer = await lumen.app.client.post(
+        "/v1/responses", headers=lumen.app.auth, json={"model": "echo", "input": "hi", field: value}
+    )
+    assert answer.status_code == 400
+    assert answer.json()["error"]["param"] == field
+    assert answer.json()["error"]["code"] == "unsupported_parameter"

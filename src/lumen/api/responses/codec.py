@@ -10,6 +10,7 @@ The stream follows OpenAI's order exactly (clients-and-saturation.md §1.3): `re
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -19,6 +20,8 @@ from typing import Any
 import orjson
 
 from lumen.api.responses.protocol import ResponsesRequest
+
+log = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
 INCOMPLETE_REASONS = {"length": "max_output_tokens", "content_filter": "content_filter"}
@@ -218,7 +221,7 @@ class StreamTranslator:
             return []
         error = chunk.get("error")
         if isinstance(error, dict):
-            closed = self._close_items()
+            closed = self._close_items(status="incomplete")
             self.draft.error = {
                 "code": error.get("code") or error.get("type") or "server_error",
                 "message": str(error.get("message", "")),
@@ -303,10 +306,11 @@ class StreamTranslator:
             )
         return out
 
-    def _close_items(self) -> list[bytes]:
-        return [*self._close_message(), *self._close_call()]
+    def _close_items(self, status: str = "completed") -> list[bytes]:
+        """Ends the open items; `incomplete` when the answer broke off in them."""
+        return [*self._close_message(status), *self._close_call(status)]
 
-    def _close_message(self) -> list[bytes]:
+    def _close_message(self, status: str = "completed") -> list[bytes]:
         item = self.message
         if item is None:
             return []
@@ -315,7 +319,7 @@ class StreamTranslator:
         text = "".join(self.text)
         self.text = []
         part = output_text(text)
-        item.update(status="completed", content=[part])
+        item.update(status=status, content=[part])
         where = {"item_id": item["id"], "output_index": index, "content_index": 0}
         return [
             self.event("response.output_text.done", **where, text=text, logprobs=[]),
@@ -323,13 +327,13 @@ class StreamTranslator:
             self.event("response.output_item.done", output_index=index, item=item),
         ]
 
-    def _close_call(self) -> list[bytes]:
+    def _close_call(self, status: str = "completed") -> list[bytes]:
         item = self.call
         if item is None:
             return []
         self.call = self.call_index = None
         index = self.draft.output.index(item)
-        item["status"] = "completed"
+        item["status"] = status
         return [
             self.event(
                 "response.function_call_arguments.done",
@@ -343,7 +347,13 @@ class StreamTranslator:
 
     async def _terminal(self) -> bytes:
         response = self.draft.render()
-        status = response["status"]
-        if status != "failed":
-            await self.on_finish(response)
-        return self.event(f"response.{status}", response=response)
+        if response["status"] != "failed":
+            try:
+                await self.on_finish(response)
+            except Exception:
+                # The answer was sent but cannot be continued or retrieved: the client must not
+                # take it for a stored one.
+                log.exception("could not store response %s", self.draft.id)
+                self.draft.error = {"code": "server_error", "message": "The response could not be stored."}
+                response = self.draft.render()
+        return self.event(f"response.{response['status']}", response=response)

@@ -58,6 +58,19 @@ class ResponsesRequest(_Checked):
     temperature: StrictFloat | StrictInt | None = None
     top_p: StrictFloat | StrictInt | None = None
     user: StrictStr | None = None
+    # Refused when used (`unsupported`): ignoring them would silently lose what they stand for.
+    conversation: Any = None
+    background: StrictBool | None = None
+    prompt: Any = None
+
+
+UNSUPPORTED = {
+    "conversation": (
+        "Conversations are not supported: continue with 'previous_response_id', or send the whole transcript."
+    ),
+    "background": "Background responses are not supported.",
+    "prompt": "Prompt templates are not supported: send 'instructions' and 'input'.",
+}
 
 
 def input_items(request: ResponsesRequest) -> list[JSON]:
@@ -70,6 +83,9 @@ def input_items(request: ResponsesRequest) -> list[JSON]:
 def chat_body(request: ResponsesRequest, history: list[JSON], items: list[JSON]) -> JSON:
     """The chat completions body for `request`, whose conversation is `history` (the stored
     conversation of `previous_response_id`) followed by its own `items`."""
+    for name, message in UNSUPPORTED.items():
+        if getattr(request, name) not in (None, False):
+            raise InvalidRequest(message, param=name, code="unsupported_parameter")
     messages: list[JSON] = []
     if request.instructions:
         messages.append({"role": "system", "content": request.instructions})
