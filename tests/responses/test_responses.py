@@ -363,3 +363,45 @@ async def test_features_without_an_equivalent_are_refused_not_ignored(
     assert answer.status_code == 400
     assert answer.json()["error"]["param"] == field
     assert answer.json()["error"]["code"] == "unsupported_parameter"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_models_reasoning_comes_first_as_a_reasoning_item(lumen: Lumen, stream: bool) -> None:
+    lumen.tools.reasoning = "Oslo is rainy"
+    client = lumen.client()
+    if stream:
+        async with client.responses.stream(model="tools", input="Weather?", tools=[WEATHER]) as events:
+            kinds = [event.type async for event in events]
+            response = await events.get_final_response()
+        assert kinds[2:10] == [
+            "response.output_item.added",
+            "response.content_part.added",
+            "response.reasoning_text.delta",
+            "response.reasoning_text.delta",
+            "response.reasoning_text.delta",
+            "response.reasoning_text.done",
+            "response.content_part.done",
+            "response.output_item.done",
+        ]
+        assert kinds[10:] == [
+            "response.output_item.added",
+            "response.function_call_arguments.delta",
+            "response.function_call_arguments.delta",
+            "response.function_call_arguments.done",
+            "response.output_item.done",
+            "response.completed",
+        ]
+    else:
+        response = await client.responses.create(model="tools", input="Weather?", tools=[WEATHER])
+    reasoning, call = response.output
+    assert reasoning.type == "reasoning" and reasoning.id.startswith("rs_")
+    assert reasoning.content is not None
+    assert reasoning.content[0].text.strip() == "Oslo is rainy"
+    assert call.type == "function_call"
+    # Continued, the reasoning goes nowhere (a chat backend cannot take it back); the call does.
+    await client.responses.create(
+        model="tools",
+        previous_response_id=response.id,
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "rainy"}],
+    )
+    assert [m["role"] for m in lumen.tools.bodies[-1]["messages"]] == ["user", "assistant", "tool"]

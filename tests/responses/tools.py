@@ -17,6 +17,8 @@ ARGUMENTS = '{"city": "Oslo"}'
 class ToolBackend:
     def __init__(self) -> None:
         self.bodies: list[dict[str, Any]] = []
+        self.reasoning: str | None = None
+        """Sent as `reasoning_content` before the answer, when set."""
 
     def _answer(self, body: dict[str, Any]) -> tuple[str | None, list[dict[str, Any]]]:
         self.bodies.append(body)
@@ -32,6 +34,8 @@ class ToolBackend:
     async def request(self, op: Operation, body: dict[str, Any], call: CallOptions) -> dict[str, Any]:
         text, calls = self._answer(body)
         message: dict[str, Any] = {"role": "assistant", "content": text}
+        if self.reasoning is not None:
+            message["reasoning_content"] = self.reasoning
         if calls:
             message["tool_calls"] = [
                 {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": ARGUMENTS}}
@@ -48,7 +52,7 @@ class ToolBackend:
 
     async def open_stream(self, op: Operation, body: dict[str, Any], call: CallOptions) -> ChunkStream:
         text, calls = self._answer(body)
-        return _Stream(text, calls)
+        return _Stream(text, calls, self.reasoning)
 
     async def probe(self) -> None:
         return None
@@ -58,14 +62,17 @@ class ToolBackend:
 
 
 class _Stream:
-    def __init__(self, text: str | None, calls: list[dict[str, Any]]) -> None:
-        self.text, self.calls = text, calls
+    def __init__(self, text: str | None, calls: list[dict[str, Any]], reasoning: str | None) -> None:
+        self.text, self.calls, self.reasoning = text, calls, reasoning
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._chunks()
 
     async def _chunks(self) -> AsyncIterator[bytes]:
         yield _chunk({"role": "assistant", "content": ""})
+        if self.reasoning is not None:
+            for word in self.reasoning.split(" "):
+                yield _chunk({"reasoning_content": word + " "})
         if self.text is not None:
             for word in self.text.split(" "):
                 yield _chunk({"content": word + " "})

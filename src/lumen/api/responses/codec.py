@@ -132,6 +132,44 @@ def output_text(text: str) -> JSON:
     return {"type": "output_text", "text": text, "annotations": []}
 
 
+def reasoning_item(text: str, status: str = "completed") -> JSON:
+    return {
+        "id": new_id("rs"),
+        "type": "reasoning",
+        "summary": [],
+        "status": status,
+        "content": [reasoning_text(text)] if status == "completed" else [],
+    }
+
+
+def reasoning_text(text: str) -> JSON:
+    return {"type": "reasoning_text", "text": text}
+
+
+def reasoning_of(message: JSON) -> str:
+    """The reasoning of a chat message or delta (`reasoning_content`, or vLLM's newer `reasoning`)."""
+    for name in ("reasoning_content", "reasoning"):
+        value = message.get(name)
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
+@dataclass(frozen=True, slots=True)
+class TextKind:
+    """An output item whose text streams into one content part: the answer or the reasoning."""
+
+    item: Callable[[str, str], JSON]
+    part: Callable[[str], JSON]
+    events: str
+    extra: tuple[tuple[str, Any], ...] = ()
+    """Fields its delta and done events carry besides the text."""
+
+
+ANSWER = TextKind(message_item, output_text, "response.output_text", (("logprobs", []),))
+REASONING = TextKind(reasoning_item, reasoning_text, "response.reasoning_text")
+
+
 def function_call_item(call_id: str, name: str, arguments: str, status: str = "completed") -> JSON:
     return {
         "id": new_id("fc"),
@@ -148,6 +186,8 @@ def from_completion(draft: Draft, completion: JSON) -> JSON:
     choices = completion.get("choices")
     choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
     message = _object(choice.get("message"))
+    if reasoning := reasoning_of(message):
+        draft.output.append(reasoning_item(reasoning))
     content = message.get("content")
     if isinstance(content, str) and content:
         draft.output.append(message_item(content))
@@ -176,8 +216,8 @@ class StreamTranslator:
         self.draft = draft
         self.on_finish = on_finish
         self.sequence = 0
-        self.message: JSON | None = None
-        """The open message item (text arrives into it)."""
+        self.open: tuple[TextKind, JSON] | None = None
+        """The open message or reasoning item (text arrives into it)."""
         self.text: list[str] = []
         self.call: JSON | None = None
         """The open function_call item."""
@@ -234,8 +274,10 @@ class StreamTranslator:
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
             delta = _object(choice.get("delta"))
+            if reasoning := reasoning_of(delta):
+                out.extend(self._text_delta(REASONING, reasoning))
             if isinstance(delta.get("content"), str) and delta["content"]:
-                out.extend(self._text_delta(delta["content"]))
+                out.extend(self._text_delta(ANSWER, delta["content"]))
             for call in delta.get("tool_calls") or []:
                 if isinstance(call, dict):
                     out.extend(self._call_delta(call))
@@ -243,31 +285,35 @@ class StreamTranslator:
                 self.draft.finish_reason = choice["finish_reason"]
         return out
 
-    def _text_delta(self, text: str) -> list[bytes]:
+    def _text_delta(self, kind: TextKind, text: str) -> list[bytes]:
         out = self._close_call()
-        if self.message is None:
-            self.message = message_item("", status="in_progress")
+        if self.open is not None and self.open[0] is not kind:
+            out.extend(self._close_text())
+        if self.open is None:
+            item = kind.item("", "in_progress")
             index = len(self.draft.output)
-            self.draft.output.append(self.message)
-            out.append(self.event("response.output_item.added", output_index=index, item=self.message))
+            self.open = (kind, item)
+            self.draft.output.append(item)
+            out.append(self.event("response.output_item.added", output_index=index, item=item))
             out.append(
                 self.event(
                     "response.content_part.added",
-                    item_id=self.message["id"],
+                    item_id=item["id"],
                     output_index=index,
                     content_index=0,
-                    part=output_text(""),
+                    part=kind.part(""),
                 )
             )
+        item = self.open[1]
         self.text.append(text)
         out.append(
             self.event(
-                "response.output_text.delta",
-                item_id=self.message["id"],
-                output_index=self.draft.output.index(self.message),
+                f"{kind.events}.delta",
+                item_id=item["id"],
+                output_index=self.draft.output.index(item),
                 content_index=0,
                 delta=text,
-                logprobs=[],
+                **dict(kind.extra),
             )
         )
         return out
@@ -308,21 +354,21 @@ class StreamTranslator:
 
     def _close_items(self, status: str = "completed") -> list[bytes]:
         """Ends the open items; `incomplete` when the answer broke off in them."""
-        return [*self._close_message(status), *self._close_call(status)]
+        return [*self._close_text(status), *self._close_call(status)]
 
-    def _close_message(self, status: str = "completed") -> list[bytes]:
-        item = self.message
-        if item is None:
+    def _close_text(self, status: str = "completed") -> list[bytes]:
+        if self.open is None:
             return []
-        self.message = None
+        kind, item = self.open
+        self.open = None
         index = self.draft.output.index(item)
         text = "".join(self.text)
         self.text = []
-        part = output_text(text)
+        part = kind.part(text)
         item.update(status=status, content=[part])
         where = {"item_id": item["id"], "output_index": index, "content_index": 0}
         return [
-            self.event("response.output_text.done", **where, text=text, logprobs=[]),
+            self.event(f"{kind.events}.done", **where, text=text, **dict(kind.extra)),
             self.event("response.content_part.done", **where, part=part),
             self.event("response.output_item.done", output_index=index, item=item),
         ]
