@@ -44,6 +44,17 @@ class Lumen:
         )
         return plain
 
+    async def project_key(self) -> str:
+        """A key of a project whose owner is the user of the test key."""
+        state = self.app.state
+        principal = await state.authenticate(f"Bearer {self.app.key}")
+        owner_id = int(principal.id.split(":")[1])
+        project = await store.create_project(engine=state.engine, name="lab", owner_id=owner_id)
+        _, plain = await store.create_key(
+            engine=state.engine, secret=state.authenticator.secret, owner_kind="project", owner_id=project.id
+        )
+        return plain
+
 
 @pytest.fixture
 async def lumen(tmp_path: Path) -> AsyncIterator[Lumen]:

@@ -263,6 +263,14 @@ async def test_another_users_response_is_as_absent_as_a_missing_one(lumen: Lumen
     assert (await lumen.client().responses.retrieve(mine.id)).id == mine.id
 
 
+async def test_a_projects_responses_belong_to_the_project_not_to_its_owner(lumen: Lumen) -> None:
+    project = lumen.client(await lumen.project_key())
+    theirs = await project.responses.create(model="echo", input="project work")
+    assert (await project.responses.retrieve(theirs.id)).id == theirs.id
+    with pytest.raises(openai.NotFoundError):
+        await lumen.client().responses.retrieve(theirs.id)  # the owner's own key is another principal
+
+
 async def test_store_false_stores_nothing(lumen: Lumen) -> None:
     client = lumen.client()
     response = await client.responses.create(model="echo", input="forget me", store=False)
