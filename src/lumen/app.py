@@ -26,6 +26,7 @@ from lumen.api import openapi, v1
 from lumen.api.errors import handle_http_exception, handle_lumen_error
 from lumen.api.guard import ConnectionGuard
 from lumen.api.messages import router as messages
+from lumen.api.responses import router as responses
 from lumen.billing.bank import CoinBank
 from lumen.billing.memory import MemoryPoolStore
 from lumen.billing.redis_store import RedisPoolStore, redis_client
@@ -111,7 +112,14 @@ def create_app(
     # traceback a second time and closes the connection under a keep-alive client.
     guard = Middleware(ConnectionGuard, body_timeout=lambda: settings.server.request_body_timeout)
     app = Starlette(
-        routes=[*v1.routes(), *messages.routes(), openapi.route(), *health.routes(), *metrics.routes()],
+        routes=[
+            *v1.routes(),
+            *messages.routes(),
+            *responses.routes(),
+            openapi.route(),
+            *health.routes(),
+            *metrics.routes(),
+        ],
         middleware=[guard, *tracing, Middleware(RequestIdMiddleware), *_cors(settings)],
         exception_handlers={LumenError: handle_lumen_error, HTTPException: handle_http_exception},
         lifespan=lifespan,

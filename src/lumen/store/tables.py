@@ -538,3 +538,35 @@ class ProcessHeartbeatRow(Base):
 change_log: Table = Base.metadata.tables["change_log"]
 coin_commands: Table = Base.metadata.tables["coin_commands"]
 process_heartbeats: Table = Base.metadata.tables["process_heartbeats"]
+
+
+# --- stored responses of the Responses API (migration 0013; lumen.api.responses.store) -----------
+
+
+class StoredResponseRow(Base):
+    """A response of `POST /v1/responses` made with `store` (the default), kept for retrieval and
+    for `previous_response_id` until `expires_at` (`lumen.api.responses.store.RETENTION`).
+
+    ``owner`` is the principal that made it ("user:<id>" or "project:<id>"): only it can read,
+    continue or delete it. ``input_items`` are the request's own input items as sent (reasoning
+    items and their `encrypted_content` included); ``history`` the conversation before them
+    (the previous response's history, input and output), so a continuation reads one row.
+    """
+
+    __tablename__ = "stored_responses"
+
+    id: Mapped[str] = mapped_column(String, primary_key=True)  # "resp_..."
+    owner: Mapped[str] = mapped_column(String)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    response: Mapped[dict[str, Any]] = mapped_column(JSON)  # the Response object as returned
+    input_items: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    history: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+
+    __table_args__ = (
+        # The pruning of expired responses.
+        Index("ix_stored_responses_expires_at", "expires_at"),
+    )
+
+
+stored_responses: Table = Base.metadata.tables["stored_responses"]
