@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -75,6 +74,7 @@ from lumen.billing.store import (
     Seed,
     beyond_hold_note,
 )
+from lumen.ids import unique_id
 from lumen.usage.recorder import UsageRecord, UsageRecorder, usage_json
 
 log = logging.getLogger(__name__)
@@ -238,7 +238,7 @@ class CoinBank:
             if minimum_micro > amount_micro:
                 raise ValueError(f"minimum {minimum_micro} above the amount {amount_micro}")
         now = self._clock()
-        hold_id = os.urandom(16).hex()
+        hold_id = unique_id()
         expires_at = now + self.reservation_ttl_ms
         soft = self.mode == "soft"
 
@@ -286,7 +286,9 @@ class CoinBank:
             self._live[hold_id] = reservation
         return reservation
 
-    async def finish(self, reservations: Sequence[Reservation], record: UsageRecord) -> Settlement:
+    async def finish(
+        self, reservations: Sequence[Reservation], record: UsageRecord, *, own_task: bool = True
+    ) -> Settlement:
         """End a request: charge ``record.cost_micro`` to every reservation and make the usage
         record durable with the charge; returns the first (the owner's) reservation's settlement.
 
@@ -295,7 +297,9 @@ class CoinBank:
         when there is no reservation (the call was refused) or the first one was already settled,
         or its settlement failed, it goes to the usage recorder. Reservations already settled are
         not charged again. Shielded from cancellation: the caller may be cancelled, the work is
-        not, and `aclose` waits for it.
+        not, and `aclose` waits for it. `own_task=False` runs it in the caller's task instead, for
+        a caller that already runs it in a task nothing cancels and that it waits for before the
+        bank closes (the call pipeline's settlement): one task fewer per request.
         """
         check_amount(record.cost_micro)
         carrier = reservations[0] if reservations and not reservations[0].done else None
@@ -307,6 +311,8 @@ class CoinBank:
         for r in pending:
             self._retire(r)
         first = reservations[0] if reservations else None
+        if not own_task:
+            return await self._finish(first, pending, carrier, record)
         task = asyncio.ensure_future(self._finish(first, pending, carrier, record))
         self._background.add(task)
         task.add_done_callback(self._background.discard)

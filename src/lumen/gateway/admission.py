@@ -113,7 +113,7 @@ class Gate:
         cap, in the key's own pool (`key:<id>`: the cap, never refilled); lowers the spec's cap to
         what both can pay when the mode allows."""
         price, prompt = spec.model.settings.price, spec.prompt_estimate
-        amount = cost_micro(price, prompt, spec.max_completion)
+        amount = worst_case = cost_micro(price, prompt, spec.max_completion)
         minimum = self._minimum(spec)
         held: list[Reservation] = []
         pools: list[tuple[str, PoolParams, str | None]] = []
@@ -134,11 +134,7 @@ class Gate:
                 await self._bank.release(reservation)
             raise
         granted = min((r.amount_micro for r in held if not r.unlimited), default=None)
-        if (
-            granted is not None
-            and spec.output_cap is not None
-            and granted < cost_micro(price, prompt, spec.max_completion)
-        ):
+        if granted is not None and spec.output_cap is not None and granted < worst_case:
             affordable = affordable_completion(price, prompt, granted)
             if affordable is not None:
                 spec = spec.with_cap(max(affordable // spec.choices, self._min_output(spec)))

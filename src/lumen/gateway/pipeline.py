@@ -500,7 +500,8 @@ class Call:
         stores the record, which `record_id` keeps single."""
         for delay in (*SETTLE_RETRY_DELAYS, None):
             try:
-                await self.pipeline.bank.finish(reservations, record)
+                # In this task of its own (`_finish`), which `Pipeline.aclose` waits for.
+                await self.pipeline.bank.finish(reservations, record, own_task=False)
                 return
             except (Exception, asyncio.CancelledError) as exc:
                 task = asyncio.current_task()

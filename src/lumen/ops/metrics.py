@@ -10,7 +10,7 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -68,6 +68,7 @@ class Metrics:
             ["code"],
             registry=self.registry,
         )
+        self._children: dict[tuple[object, ...], Any] = {}
         self._live = _LiveState(state)
         self.registry.register(self._live)
 
@@ -84,19 +85,28 @@ class Metrics:
 
     def observe(self, record: UsageRecord) -> None:
         model = record.model or "-"
-        self.requests.labels(model, str(record.status), record.source).inc()
+        self._child(self.requests, model, str(record.status), record.source).inc()
         if record.endpoint is None and record.error_code:
-            self.refusals.labels(record.error_code).inc()
+            self._child(self.refusals, record.error_code).inc()
             return
-        self.latency.labels(model).observe(record.latency_ms / 1000)
+        self._child(self.latency, model).observe(record.latency_ms / 1000)
         if record.ttft_ms is not None:
-            self.ttft.labels(model).observe(record.ttft_ms / 1000)
+            self._child(self.ttft, model).observe(record.ttft_ms / 1000)
         if record.prompt_tokens:
-            self.tokens.labels(model, "prompt").inc(record.prompt_tokens)
+            self._child(self.tokens, model, "prompt").inc(record.prompt_tokens)
         if record.completion_tokens:
-            self.tokens.labels(model, "completion").inc(record.completion_tokens)
+            self._child(self.tokens, model, "completion").inc(record.completion_tokens)
         if record.cost_micro:
-            self.coins.labels(model).inc(record.cost_micro)
+            self._child(self.coins, model).inc(record.cost_micro)
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, remembered: the client library's own lookup checks and
+        converts its arguments on every call, a large part of a request's metrics cost."""
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
 
 class _LiveState(Collector):

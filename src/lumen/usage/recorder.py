@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
@@ -51,6 +50,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from lumen.ids import unique_id
 from lumen.store.tables import usage_records
 from lumen.store.writebehind import FlushLoop
 
@@ -62,7 +62,7 @@ def _utcnow() -> datetime:
 
 
 def new_record_id() -> str:
-    return os.urandom(16).hex()
+    return unique_id()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
