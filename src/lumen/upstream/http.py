@@ -217,8 +217,10 @@ async def _read_capped(response: aiohttp.ClientResponse, cap: int, base: str) ->
             detail=f"{base} sent an answer of more than {cap:,} bytes (routing.max_response_bytes)",
         )
 
-    if response.content_length is not None and response.content_length > cap:
-        raise too_large()
+    if response.content_length is not None:
+        if response.content_length > cap:
+            raise too_large()
+        return await response.read()  # its length is known and allowed: one read, the fast path
     parts, size = [], 0
     async for part in response.content.iter_any():
         size += len(part)
