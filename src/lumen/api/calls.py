@@ -109,9 +109,9 @@ async def serve(request: Request, prepared: Prepared) -> dict[str, Any] | AsyncG
     call = prepared.call
     try:
         if call.spec.stream:
-            # Not watched: the wait for the upstream's headers is short (`FIRST_WAIT`), and the
-            # SSE response watches the connection from its first byte on.
-            return await call.stream()
+            # Watched too: a client that leaves while the upstream has not answered cancels it at
+            # once; from the response's first byte on, the SSE response watches the connection.
+            return await until_disconnect(request, call.stream())
         return await until_disconnect(request, _unary(call))
     except LumenError as exc:
         exc.headers.update(call.headers)
