@@ -58,8 +58,9 @@ async def prepare(
         model_name = name if isinstance(name, str) else ""
         body = build(raw)
         spec = pipeline.spec(op, pipeline.resolve(body["model"], op), body)
-    except (ClientDisconnect, BodyReadTimedOut):
-        # The client stopped sending its body: the guard answers (or logs) it, once, at info.
+    except (ClientDisconnect, BodyReadTimedOut, asyncio.CancelledError):
+        # The client stopped sending its body (the guard answers or logs it, once, at info), or
+        # the request was cancelled: a 499 record.
         pipeline.record_refusal(
             principal,
             request_id=request_id,
@@ -85,17 +86,6 @@ async def prepare(
         )
         if error is exc and "x-ratelimit-limit-requests" not in error.headers:
             error.headers.update(await state.gate.peek_headers(principal, model_name or None))
-        raise
-    except asyncio.CancelledError:
-        pipeline.record_refusal(
-            principal,
-            request_id=request_id,
-            op=op,
-            model=model_name,
-            error=None,
-            started=started,
-            source=source,
-        )
         raise
     call = pipeline.call(spec, principal, request_id=request_id, started=started, source=source)
     await call.admit()
