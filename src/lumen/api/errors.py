@@ -13,14 +13,16 @@ from starlette.responses import Response
 from lumen.errors import InvalidRequest, LumenError, MethodNotAllowed, NotFound, PayloadTooLarge
 
 
-def error_response(error: LumenError) -> Response:
+def error_response(error: LumenError, envelope: dict[str, Any] | None = None) -> Response:
+    """`error` as an HTTP response: its status and headers (the retry rules written once, for every
+    surface) and `envelope`, the surface's own error body (OpenAI's when not given)."""
     headers = dict(error.headers)
     if error.status == 429 or error.status >= 500:
         headers.setdefault(
             "x-should-retry", "true" if error.status != 429 or "retry-after" in headers else "false"
         )
     return Response(
-        orjson.dumps(error.envelope()),
+        orjson.dumps(error.envelope() if envelope is None else envelope),
         status_code=error.status,
         headers=headers,
         media_type="application/json",

@@ -64,9 +64,7 @@ def _anthropic_errors(
 
 def error(request: Request, exc: LumenError) -> Response:
     request_id: str | None = getattr(request.state, "request_id", None)
-    response = error_response(exc)  # the status and the retry headers, as on every surface
-    response.body = orjson.dumps(error_body(exc, request_id))
-    response.headers["content-length"] = str(len(response.body))
+    response = error_response(exc, error_body(exc, request_id))
     if request_id is not None:
         response.headers["request-id"] = request_id  # the header the SDKs report
     return response
