@@ -13,8 +13,9 @@ bytes in the chat completions wire format, which the surface renders in its own.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,12 +40,13 @@ async def prepare(
     request: Request,
     principal: Principal,
     op: Operation,
-    build: Callable[[dict[str, Any]], dict[str, Any]],
+    build: Callable[[dict[str, Any]], dict[str, Any] | Awaitable[dict[str, Any]]],
     *,
     source: str = "api",
 ) -> Prepared:
     """Reads the JSON body (within `server.max_body_bytes`), builds the call body from it with the
-    surface's `build` (which validates, and raises `InvalidRequest` naming the field) and admits
+    surface's `build` (which validates, raises `InvalidRequest` naming the field, and may be a
+    coroutine function when it must read something, such as a stored conversation) and admits
     the call. Whatever is refused on the way is recorded (one usage record, never billed) and
     raised with the rate-limit headers."""
     started = time.perf_counter()
@@ -56,7 +58,8 @@ async def prepare(
         raw = await read_json_object(request, state.settings.server.max_body_bytes)
         name = raw.get("model")
         model_name = name if isinstance(name, str) else ""
-        body = build(raw)
+        built = build(raw)
+        body = await built if inspect.isawaitable(built) else built
         spec = pipeline.spec(op, pipeline.resolve(body["model"], op), body)
     except (ClientDisconnect, BodyReadTimedOut, asyncio.CancelledError):
         # The client stopped sending its body (the guard answers or logs it, once, at info), or

@@ -16,7 +16,6 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import Message
 
 from lumen.api.calls import prepare, serve
 from lumen.api.disconnect import ClientDisconnected
@@ -25,7 +24,7 @@ from lumen.api.responses import store
 from lumen.api.responses.codec import JSON, Draft, StreamTranslator, from_completion, new_id
 from lumen.api.responses.protocol import ResponsesRequest, chat_body, input_items
 from lumen.api.sse import SSEResponse
-from lumen.errors import InvalidRequest, LumenError
+from lumen.errors import InvalidRequest
 from lumen.state import app_state
 
 ITEM_ID_PREFIXES = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "reasoning": "rs"}
@@ -38,25 +37,18 @@ def _json(data: Any, headers: dict[str, str] | None = None) -> Response:
 async def create_response(request: Request) -> Response:
     state = app_state(request)
     principal = await state.authenticate(request.headers.get("authorization"))
-    request, peeked = await _read_ahead(request, state.settings.server.max_body_bytes)
-    # The stored conversation is read before the call is prepared (`build` cannot wait); a
-    # missing one is refused inside `build`, so that the refusal is recorded like any other.
-    previous: store.StoredResponse | LumenError | None = None
-    previous_id = peeked.get("previous_response_id")
-    if isinstance(previous_id, str):
-        try:
+    built: list[tuple[ResponsesRequest, list[JSON], list[JSON]]] = []
+
+    async def build(raw: dict[str, Any]) -> dict[str, Any]:
+        wire = validate(ResponsesRequest, raw)
+        history: list[JSON] = []
+        previous_id = raw.get("previous_response_id")
+        if isinstance(previous_id, str):
+            # Missing or someone else's: refused here, so the refusal is recorded like any other.
             previous = await store.load(
                 state.engine, owner=principal.id, response_id=previous_id, param="previous_response_id"
             )
-        except LumenError as exc:
-            previous = exc
-    built: list[tuple[ResponsesRequest, list[JSON], list[JSON]]] = []
-
-    def build(raw: dict[str, Any]) -> dict[str, Any]:
-        wire = validate(ResponsesRequest, raw)
-        if isinstance(previous, LumenError):
-            raise previous
-        history = previous.conversation if previous is not None else []
+            history = previous.conversation
         items = _with_ids(input_items(wire))
         built.append((wire, history, items))
         return chat_body(wire, history, items)
@@ -146,35 +138,6 @@ def _with_ids(items: list[JSON]) -> list[JSON]:
             continue
         named.append({"id": new_id(ITEM_ID_PREFIXES.get(kind, "item")), **item, "type": kind})
     return named
-
-
-async def _read_ahead(request: Request, limit: int) -> tuple[Request, dict[str, Any]]:
-    """Reads the body (at most one byte past `limit`) and returns a request that delivers the same
-    bytes again, for `prepare` to read, check and refuse as for any call, and the body's JSON
-    object as far as it is one (else `{}`: `prepare` gives the precise error)."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            break
-    raw = b"".join(chunks)
-    replayed = False
-    original = request.receive
-
-    async def receive() -> Message:
-        nonlocal replayed
-        if not replayed:
-            replayed = True
-            return {"type": "http.request", "body": raw, "more_body": False}
-        return await original()
-
-    try:
-        peeked = orjson.loads(raw) if size <= limit else None
-    except orjson.JSONDecodeError:
-        peeked = None
-    return Request(request.scope, receive), peeked if isinstance(peeked, dict) else {}
 
 
 def routes() -> list[BaseRoute]:
