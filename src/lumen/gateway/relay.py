@@ -194,7 +194,8 @@ class StreamRelay:
         if first is None:
             return
         self.outcome.first_chunk_at = time.perf_counter()
-        async for batch in _starting_with(first, batches):
+        batch: list[bytes] | None = first
+        while batch is not None:  # not `async for` over a chained generator: a layer per batch
             out, error = self._process_batch(batch)
             if out:
                 yield out
@@ -203,6 +204,7 @@ class StreamRelay:
             if self._over_cap():
                 yield self._cut()
                 return
+            batch = await anext(batches, None)
 
     def _over_cap(self) -> bool:
         return (
@@ -350,12 +352,6 @@ class StreamRelay:
 
     def _estimated_usage_chunk(self) -> bytes:
         return self._usage_chunk(estimated_usage(self._prompt_estimate, self.outcome.completion_estimate()))
-
-
-async def _starting_with(first: list[bytes], rest: AsyncIterator[list[bytes]]) -> AsyncIterator[list[bytes]]:
-    yield first
-    async for batch in rest:
-        yield batch
 
 
 def estimated_usage(prompt: int, completion: int) -> dict[str, Any]:
