@@ -22,6 +22,7 @@ from pydantic import (
     ValidationError,
 )
 
+from lumen.api.protocol import MAX_TOKENS, TokenCount
 from lumen.errors import InvalidRequest
 
 
@@ -121,12 +122,12 @@ class CountTokensRequest(_Wire):
 
 
 class MessagesRequest(CountTokensRequest):
-    max_tokens: Annotated[StrictInt, Field(ge=1)]
+    max_tokens: TokenCount
     stream: StrictBool | None = False
     stop_sequences: list[StrictStr] | None = None
     temperature: StrictFloat | StrictInt | None = None
     top_p: StrictFloat | StrictInt | None = None
-    top_k: StrictInt | None = None
+    top_k: Annotated[StrictInt, Field(ge=0, le=MAX_TOKENS)] | None = None
     metadata: Metadata | None = None
 
 

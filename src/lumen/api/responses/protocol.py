@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
-from lumen.api.protocol import _Checked
+from lumen.api.protocol import TokenCount, _Checked
 from lumen.errors import InvalidRequest
 
 JSON = dict[str, Any]
@@ -51,7 +51,7 @@ class ResponsesRequest(_Checked):
     tool_choice: StrictStr | JSON | None = None
     parallel_tool_calls: StrictBool | None = None
     text: TextOptions | None = None
-    max_output_tokens: Annotated[StrictInt, Field(ge=1)] | None = None
+    max_output_tokens: TokenCount | None = None
     reasoning: ReasoningOptions | None = None
     include: list[StrictStr] | None = None
     metadata: dict[StrictStr, StrictStr] | None = None
