@@ -37,3 +37,11 @@ async def test_responses_refuse_max_output_tokens_beyond_what_a_backend_can_hold
     assert response.status == 400, response.body
     assert response.json()["error"]["param"] == "max_output_tokens"
     assert lumen.state.pipeline.admitted == 0
+
+
+async def test_a_wrong_method_on_messages_is_a_405_in_anthropics_envelope(lumen: InProcess) -> None:
+    for path in ("/v1/messages", "/v1/messages/count_tokens"):
+        response = await lumen.client.get(path, headers=lumen.auth)
+        assert response.status_code == 405
+        assert response.json()["error"]["type"] == "invalid_request_error"
+        assert response.json()["type"] == "error"

@@ -28,7 +28,7 @@ from lumen.api.errors import error_response
 from lumen.api.messages.codec import chat_prompt, error_body, events, from_chat, to_chat
 from lumen.api.messages.protocol import CountTokensRequest, MessagesRequest, parse
 from lumen.api.sse import SSEResponse
-from lumen.errors import LumenError
+from lumen.errors import LumenError, MethodNotAllowed
 from lumen.gateway.admission import acknowledge_url
 from lumen.state import app_state
 from lumen.upstream.base import Operation
@@ -114,8 +114,20 @@ async def count_tokens(request: Request) -> Response:
     return Response(orjson.dumps({"input_tokens": spec.prompt_estimate}), media_type="application/json")
 
 
+@_anthropic_errors
+async def wrong_method(request: Request) -> Response:
+    raise MethodNotAllowed(f"Method {request.method} is not allowed for {request.url.path}.")
+
+
+OTHER_METHODS = ["GET", "PUT", "PATCH", "DELETE"]
+"""Answered 405 in Anthropic's envelope (a route of their own: Starlette's own 405 would be
+rendered by the app's OpenAI handler)."""
+
+
 def routes() -> list[BaseRoute]:
     return [
         Route("/v1/messages", create_message, methods=["POST"]),
         Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
+        Route("/v1/messages", wrong_method, methods=OTHER_METHODS),
+        Route("/v1/messages/count_tokens", wrong_method, methods=OTHER_METHODS),
     ]
