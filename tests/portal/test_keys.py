@@ -287,3 +287,14 @@ def test_a_revocation_in_the_page_reaches_another_process(tmp_path: Path, redis_
         for stale in cleanup.scan_iter(prefix + "*"):
             cleanup.delete(stale)
         cleanup.close()
+
+
+def test_a_nul_character_in_a_form_is_a_400_and_creates_nothing(lumen: RunningLumen) -> None:
+    """PostgreSQL cannot store a NUL: a form field holding one was a 500 there."""
+    email = f"n{uuid.uuid4().hex[:8]}@example.edu"
+    user_id = add_user(lumen, email)
+    with client(lumen) as browser:
+        login(browser, email)
+        refused = create(browser, name="laptop\x00")
+    assert refused.status_code == 400 and "NUL" in unescape(refused.text)
+    assert lumen.run(store.list_keys(engine=lumen.state.engine, owner_kind="user", owner_id=user_id)) == []

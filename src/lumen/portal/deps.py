@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
-from lumen.errors import CsrfFailed, LoginRequired, PermissionDenied
+from lumen.errors import CsrfFailed, InvalidRequest, LoginRequired, PermissionDenied
 from lumen.identity.auth import AccountDisabled
 from lumen.identity.principal import Principal
 from lumen.identity.sessions import PortalSession
@@ -97,11 +97,15 @@ async def csrf_protect(request: Request) -> None:
     portal = portal_of(request)
     supplied = request.headers.get("x-csrf-token")
     content_type = request.headers.get("content-type", "")
-    if supplied is None and content_type.startswith(
-        ("application/x-www-form-urlencoded", "multipart/form-data")
-    ):
-        value = (await request.form()).get("csrf_token")
-        supplied = value if isinstance(value, str) else None
+    if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        form = await request.form()
+        if any("\x00" in key or (isinstance(value, str) and "\x00" in value) for key, value in form.items()):
+            # As for JSON bodies and URLs (lumen.api.body): PostgreSQL cannot store it, and a
+            # form field holding it would fail its write as a 500.
+            raise InvalidRequest("The form holds a NUL character (%00), which Lumen does not accept.")
+        if supplied is None:
+            value = form.get("csrf_token")
+            supplied = value if isinstance(value, str) else None
     expected = []
     session = await portal.session_of(request)
     if session is not None:
