@@ -133,6 +133,8 @@ async def test_markdown_export_is_readable_and_safe(people: AsyncEngine) -> None
         (lambda d: {**d, "conversation": {**d["conversation"], "temperature": 9}}, "temperature"),
         (lambda d: {**d, "conversation": {**d["conversation"], "title": ""}}, "title"),
         (lambda d: {**d, "extra": 1}, "extra"),
+        (lambda d: {**d, "conversation": {**d["conversation"], "title": "a\x00b"}}, "NUL"),
+        (lambda d: b'{"format": ' + b"[" * 100 + b"]" * 100 + b"}", "levels deep"),
     ],
 )
 async def test_a_bad_export_is_refused_and_nothing_is_imported(

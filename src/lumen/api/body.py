@@ -74,6 +74,13 @@ def parse_json(raw: bytes) -> Any:
             f"We could not parse the JSON body of your request: {exc.msg} (at character {exc.pos}).",
             code="invalid_json",
         ) from exc
+    check_parsed(raw, body)
+    return body
+
+
+def check_parsed(raw: bytes, body: Any) -> None:
+    """The rules every JSON body obeys beyond parsing: no NUL character, no deeper nesting than
+    `MAX_JSON_DEPTH` (for a caller that parsed `raw` into `body` itself)."""
     if b"u0000" in raw and _ESCAPED_NUL.search(raw):
         raise InvalidRequest(
             "The JSON body holds a NUL character (\\u0000), which Lumen does not accept in any text.",
@@ -86,7 +93,6 @@ def parse_json(raw: bytes) -> Any:
             f"The JSON body nests arrays and objects more than {MAX_JSON_DEPTH} levels deep; flatten it.",
             code="invalid_json",
         )
-    return body
 
 
 def _nests_deeper(value: Any, limit: int) -> bool:

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from lumen.api.body import check_parsed
 from lumen.chat import tree
 from lumen.chat.protocol import (
     ExportAttachment,
@@ -99,6 +100,7 @@ def parse_document(raw: bytes) -> ExportDocument:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise _not_an_export(f"the JSON does not parse ({exc.msg} at character {exc.pos}).") from exc
+    check_parsed(raw, data)  # no NUL, no hostile nesting: as every other JSON body
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise _not_an_export(f'it has no "format": "{FORMAT}".')
     if data.get("version") != VERSION:
