@@ -8,6 +8,7 @@ bytes in the chat completions wire format, which the surface renders in its own.
 
     prepared = await prepare(request, principal, op, build)     # build: wire body -> call body
     answer = await serve(request, prepared)                      # dict, or SSE bytes
+    return await respond(request, prepared, render=..., translate=...)  # or both in one
 """
 
 from __future__ import annotations
@@ -15,15 +16,18 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
 
 from lumen.api.body import read_json_object
-from lumen.api.disconnect import until_disconnect
+from lumen.api.disconnect import ClientDisconnected, until_disconnect
 from lumen.api.guard import BodyReadTimedOut
+from lumen.api.sse import SSEResponse
 from lumen.errors import LumenError
 from lumen.gateway.pipeline import Call, unexpected_error
 from lumen.identity.principal import Principal
@@ -119,3 +123,30 @@ async def _unary(call: Call) -> dict[str, Any]:
         raise
     await call.aclose()  # settled before the answer is sent
     return result
+
+
+async def respond(
+    request: Request,
+    prepared: Prepared,
+    *,
+    render: Callable[[dict[str, Any]], Any] | None = None,
+    translate: Callable[[AsyncGenerator[bytes, None]], AsyncGenerator[bytes, None]] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    """The call's HTTP response: a whole answer as JSON (`render` makes the surface's body of the
+    backend's, and may be a coroutine function), a stream as SSE (`translate` makes the surface's
+    events of chat completions' bytes), with the call's rate-limit headers and `headers`; an empty
+    499 when the client left before the response started."""
+    try:
+        answer = await serve(request, prepared)
+    except ClientDisconnected:
+        return Response(status_code=499)
+    call = prepared.call
+    all_headers = {**call.headers, **(headers or {})}
+    if isinstance(answer, dict):
+        body = answer if render is None else render(answer)
+        if inspect.isawaitable(body):
+            body = await body
+        return Response(orjson.dumps(body), media_type="application/json", headers=all_headers)
+    events = answer if translate is None else translate(answer)
+    return SSEResponse(events, headers=all_headers, on_abandon=call.aclose)

@@ -17,12 +17,10 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from lumen.api.body import read_json_object
-from lumen.api.calls import prepare, serve
-from lumen.api.disconnect import ClientDisconnected
+from lumen.api.calls import prepare, respond
 from lumen.api.messages import router as messages
 from lumen.api.messages.codec import model_list
 from lumen.api.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, validate
-from lumen.api.sse import SSEResponse
 from lumen.errors import ModelNotFound, PermissionDenied
 from lumen.identity import store as identity_store
 from lumen.identity.groups import project_groups
@@ -56,15 +54,7 @@ async def _handle(request: Request, surface: _Surface) -> Response:
         validate(surface.protocol, body)
         return body  # forwarded as it came: only the model, the cap and stream options change
 
-    prepared = await prepare(request, principal, surface.op, build)
-    try:
-        answer = await serve(request, prepared)
-    except ClientDisconnected:
-        return Response(status_code=499)
-    call = prepared.call
-    if isinstance(answer, dict):
-        return _json(answer, call.headers)
-    return SSEResponse(answer, headers=call.headers, on_abandon=call.aclose)
+    return await respond(request, await prepare(request, principal, surface.op, build))
 
 
 async def chat_completions(request: Request) -> Response:

@@ -22,12 +22,10 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from lumen.api.body import read_json_object
-from lumen.api.calls import prepare, serve
-from lumen.api.disconnect import ClientDisconnected
+from lumen.api.calls import prepare, respond
 from lumen.api.errors import error_response
 from lumen.api.messages.codec import chat_prompt, error_body, events, from_chat, to_chat
 from lumen.api.messages.protocol import CountTokensRequest, MessagesRequest, parse
-from lumen.api.sse import SSEResponse
 from lumen.errors import LumenError, MethodNotAllowed
 from lumen.gateway.admission import acknowledge_url
 from lumen.state import app_state
@@ -81,19 +79,14 @@ async def create_message(request: Request) -> Response:
         return to_chat(parsed[0])
 
     prepared = await prepare(request, principal, OPERATION, build)
-    model = parsed[0].model
-    call = prepared.call
-    try:
-        answer = await serve(request, prepared)
-    except ClientDisconnected:
-        return Response(status_code=499)
-    headers = {**call.headers, "request-id": request.state.request_id}
-    if isinstance(answer, dict):
-        return Response(
-            orjson.dumps(from_chat(answer, model)), media_type="application/json", headers=headers
-        )
-    translated = events(answer, model, call.spec.prompt_estimate)
-    return SSEResponse(translated, headers=headers, on_abandon=call.aclose)
+    model, estimate = parsed[0].model, prepared.call.spec.prompt_estimate
+    return await respond(
+        request,
+        prepared,
+        render=lambda answer: from_chat(answer, model),
+        translate=lambda stream: events(stream, model, estimate),
+        headers={"request-id": request.state.request_id},
+    )
 
 
 @_anthropic_errors

@@ -17,13 +17,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from lumen.api.calls import prepare, serve
-from lumen.api.disconnect import ClientDisconnected
+from lumen.api.calls import prepare, respond
 from lumen.api.protocol import validate
 from lumen.api.responses import store
 from lumen.api.responses.codec import JSON, Draft, StreamTranslator, from_completion, new_id
 from lumen.api.responses.protocol import ResponsesRequest, chat_body, input_items
-from lumen.api.sse import SSEResponse
 from lumen.errors import InvalidRequest
 from lumen.state import app_state
 
@@ -63,17 +61,12 @@ async def create_response(request: Request) -> Response:
                 state.engine, owner=principal.id, response=response, input_items=items, history=history
             )
 
-    try:
-        answer = await serve(request, prepared)
-    except ClientDisconnected:
-        return Response(status_code=499)
-    call = prepared.call
-    if isinstance(answer, dict):
+    async def render(answer: JSON) -> JSON:
         response = from_completion(draft, answer)
         await keep(response)
-        return _json(response, call.headers)
-    events = StreamTranslator(draft, keep).events(answer)
-    return SSEResponse(events, headers=call.headers, on_abandon=call.aclose)
+        return response
+
+    return await respond(request, prepared, render=render, translate=StreamTranslator(draft, keep).events)
 
 
 async def get_response(request: Request) -> Response:
