@@ -21,6 +21,7 @@ import orjson
 
 from lumen.errors import UpstreamConnectError, UpstreamError, UpstreamStatusError
 from lumen.upstream.base import CallOptions, ChunkStream, Operation
+from tests.fakes.chunks import chunk, usage_chunk
 
 STAGES = ("connect", "first_byte", "mid_stream")
 KINDS = ("exception", "cancel", "disconnect", "upstream")
@@ -131,25 +132,16 @@ class _Stream:
     async def _chunks(self) -> AsyncIterator[bytes]:
         backend = self._backend
         await backend.stage("first_byte")
-        yield _chunk({"role": "assistant", "content": "one"})
+        yield chunk({"role": "assistant", "content": "one"})
         if backend.error_event is not None:
             yield orjson.dumps({"error": backend.error_event})
         while backend.ignore_cap:
-            yield _chunk({"content": " word"})
+            yield chunk({"content": " word"})
             await asyncio.sleep(0)
         await backend.stage("mid_stream")
-        yield _chunk({"content": " two three"})
-        yield _chunk({}, finish="stop")
-        yield orjson.dumps(
-            {
-                "id": "c",
-                "object": "chat.completion.chunk",
-                "created": 0,
-                "model": "m",
-                "choices": [],
-                "usage": _usage(backend.prompt_tokens),
-            }
-        )
+        yield chunk({"content": " two three"})
+        yield chunk({}, finish="stop")
+        yield usage_chunk(_usage(backend.prompt_tokens))
 
     async def aclose(self) -> None:
         self._backend.closed_streams += 1
@@ -161,15 +153,3 @@ def _usage(prompt_tokens: int) -> dict[str, int]:
         "completion_tokens": COMPLETION_TOKENS,
         "total_tokens": prompt_tokens + COMPLETION_TOKENS,
     }
-
-
-def _chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-    return orjson.dumps(
-        {
-            "id": "c",
-            "object": "chat.completion.chunk",
-            "created": 0,
-            "model": "m",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        }
-    )

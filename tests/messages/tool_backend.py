@@ -7,9 +7,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
-
 from lumen.upstream.base import CallOptions, ChunkStream, Operation
+from tests.fakes.chunks import chunk, usage_chunk
 
 ARGUMENTS = '{"city": "Paris"}'
 USAGE = {"prompt_tokens": 30, "completion_tokens": 7, "total_tokens": 37}
@@ -64,9 +63,9 @@ class _Stream:
 
     async def _chunks(self) -> AsyncIterator[bytes]:
         message = self._message
-        yield _chunk({"role": "assistant", "content": message["content"]})
+        yield chunk({"role": "assistant", "content": message["content"]})
         if "tool_calls" not in message:
-            yield _chunk({}, "stop")
+            yield chunk({}, "stop")
         else:
             # As OpenAI streams a call: id and name first, then the arguments in pieces.
             head = {
@@ -75,27 +74,11 @@ class _Stream:
                 "type": "function",
                 "function": {"name": "get_weather", "arguments": ""},
             }
-            yield _chunk({"tool_calls": [head]})
+            yield chunk({"tool_calls": [head]})
             for piece in (ARGUMENTS[:8], ARGUMENTS[8:]):
-                yield _chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
-            yield _chunk({}, "tool_calls")
-        yield orjson.dumps(
-            {
-                "id": "c",
-                "object": "chat.completion.chunk",
-                "created": 0,
-                "model": "m",
-                "choices": [],
-                "usage": USAGE,
-            }
-        )
+                yield chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+            yield chunk({}, "tool_calls")
+        yield usage_chunk(USAGE)
 
     async def aclose(self) -> None:
         return None
-
-
-def _chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-    choice = {"index": 0, "delta": delta, "finish_reason": finish}
-    return orjson.dumps(
-        {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m", "choices": [choice]}
-    )

@@ -6,9 +6,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
-
 from lumen.upstream.base import CallOptions, ChunkStream, Operation
+from tests.fakes.chunks import chunk, usage_chunk
 
 USAGE = {"prompt_tokens": 20, "completion_tokens": 7, "total_tokens": 27}
 ARGUMENTS = '{"city": "Oslo"}'
@@ -69,13 +68,13 @@ class _Stream:
         return self._chunks()
 
     async def _chunks(self) -> AsyncIterator[bytes]:
-        yield _chunk({"role": "assistant", "content": ""})
+        yield chunk({"role": "assistant", "content": ""})
         if self.reasoning is not None:
             for word in self.reasoning.split(" "):
-                yield _chunk({"reasoning_content": word + " "})
+                yield chunk({"reasoning_content": word + " "})
         if self.text is not None:
             for word in self.text.split(" "):
-                yield _chunk({"content": word + " "})
+                yield chunk({"content": word + " "})
         for index, call in enumerate(self.calls):
             head = {
                 "index": index,
@@ -83,32 +82,11 @@ class _Stream:
                 "type": "function",
                 "function": {"name": call["name"], "arguments": ""},
             }
-            yield _chunk({"tool_calls": [head]})
+            yield chunk({"tool_calls": [head]})
             for piece in (ARGUMENTS[:5], ARGUMENTS[5:]):
-                yield _chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
-        yield _chunk({}, finish="tool_calls" if self.calls else "stop")
-        yield orjson.dumps(
-            {
-                "id": "c",
-                "object": "chat.completion.chunk",
-                "created": 0,
-                "model": "m",
-                "choices": [],
-                "usage": USAGE,
-            }
-        )
+                yield chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+        yield chunk({}, finish="tool_calls" if self.calls else "stop")
+        yield usage_chunk(USAGE)
 
     async def aclose(self) -> None:
         return None
-
-
-def _chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-    return orjson.dumps(
-        {
-            "id": "c",
-            "object": "chat.completion.chunk",
-            "created": 0,
-            "model": "m",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        }
-    )
